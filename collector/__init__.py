@@ -1,0 +1,1 @@
+"""wildedge collector (server): receives detections over MQTT and hands them on."""

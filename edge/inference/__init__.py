@@ -1,0 +1,1 @@
+"""Inference core: model card, preprocessing, decoders, detector and classifier."""

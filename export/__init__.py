@@ -1,0 +1,1 @@
+"""wildedge export stage (workstation): PyTorch/ONNX to a verified INT8 ONNX file with its card."""
