@@ -25,12 +25,14 @@ class Detection:
     score: float
     class_id: int
     label: str
-    classifications: list[tuple[int, float]] = field(default_factory=list)
+    classifications: list[tuple[int, float]] = field(default_factory=list)  # (class id, prob), best first
+    frame: int | None = None  # video frame number, None for a still image
 
     def scaled(self, fx: float, fy: float) -> Detection:
+        """The same detection with its box scaled by ``fx``/``fy`` (e.g. reduced decode to full size)."""
         x1, y1, x2, y2 = self.box
         return Detection((x1 * fx, y1 * fy, x2 * fx, y2 * fy), self.score, self.class_id, self.label,
-                         list(self.classifications))
+                         list(self.classifications), self.frame)
 
 
 class Detector:

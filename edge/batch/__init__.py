@@ -1,0 +1,1 @@
+"""Offline batch detection over files, folders and videos (``wildedge detect``)."""

@@ -1,0 +1,51 @@
+"""The ``wildedge`` command line (Typer): one sub-app per group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from edge import __version__
+
+app = typer.Typer(
+    name="wildedge",
+    help="Edge inference for wildlife and insect monitoring.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wildedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Edge inference for wildlife and insect monitoring."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    from edge.cli import detect_cmd, model_cmd
+
+    app.add_typer(model_cmd.app, name="model")
+    app.command("detect")(detect_cmd.detect)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,173 @@
+"""``wildedge model ...``: show a card, stamp a card into a third-party ONNX file, pull published models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edge.errors import ModelError
+from edge.inference.card import ModelCard, read_card, sha256_file, write_card
+from edge.inference.labels import read_labels
+from edge.inference.presets import PRESETS, build_card, preset_names
+
+app = typer.Typer(help="Inspect and stamp model cards; pull published models.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _print_card(card: ModelCard) -> None:
+    pre, thr = card.preprocess, card.thresholds
+    rows = [
+        ("name", card.name or "-"),
+        ("task", card.task),
+        ("card version", str(card.card_version)),
+        ("input", f"{pre.input_size[0]}x{pre.input_size[1]} {pre.layout} {pre.colour}"),
+        ("resize", f"{pre.resize} ({pre.interpolation}, pad {pre.pad_value:g}, {pre.size_rounding})"),
+        ("scale", f"{pre.scale:.6g}  mean {list(pre.mean)}  std {list(pre.std)}"),
+        ("decoder", f"{card.decoder.name} {json.dumps(card.decoder.params) if card.decoder.params else ''}".strip()),
+        ("thresholds", f"conf {thr.conf:g}  iou {thr.iou:g}  {'class-agnostic' if thr.class_agnostic else 'per-class'} "
+                       f"NMS  max {thr.max_detections}"),
+        ("labels", f"{len(card.labels)}: {', '.join(card.labels[:8])}{' ...' if len(card.labels) > 8 else ''}"),
+        ("source", f"{card.source.file or '-'} sha256 {card.source.sha256 or '-'}"),
+        ("exporter", f"{card.exporter.name} {card.exporter.version}"),
+        ("quantization", json.dumps(card.quantization) if card.quantization else "none"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command("show")
+def show(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """Print the model card of MODEL."""
+    try:
+        card = read_card(model)
+    except ModelError as err:
+        raise _fail(str(err)) from err
+    if as_json:
+        typer.echo(json.dumps(json.loads(card.to_json()), indent=2))
+    else:
+        _print_card(card)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT or N, got {text!r}") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise typer.BadParameter(f"expected WIDTHxHEIGHT or N, got {text!r}")
+
+
+def _parse_triple(text: str | None, name: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{name} expects three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise typer.BadParameter(f"{name} expects three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _graph_input_size(model: Path) -> tuple[int, int] | None:
+    """(width, height) of a fixed-size NCHW/NHWC image input, else None."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises untyped errors for unreadable graphs
+        raise ModelError(f"onnxruntime cannot load {model}: {err}") from err
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4:
+        return None
+    if shape[1] == 3 and isinstance(shape[2], int) and isinstance(shape[3], int):
+        return shape[3], shape[2]
+    if shape[3] == 3 and isinstance(shape[1], int) and isinstance(shape[2], int):
+        return shape[2], shape[1]
+    return None
+
+
+def stamp_file(
+    src: Path,
+    dst: Path,
+    *,
+    preset: str,
+    labels: list[str],
+    input_size: tuple[int, int] | None = None,
+    name: str = "",
+    url: str | None = None,
+    preprocess_overrides: dict | None = None,
+    threshold_overrides: dict | None = None,
+) -> ModelCard:
+    """Build the card of ``preset`` for ``src`` and write it into ``dst``; returns the card."""
+    size = input_size or _graph_input_size(src)
+    if size is None:
+        raise ModelError(f"{src} has a dynamic input size: pass --input-size WIDTHxHEIGHT")
+    card = build_card(
+        preset, labels=labels, input_size=size, name=name or src.stem,
+        preprocess_overrides=preprocess_overrides, threshold_overrides=threshold_overrides,
+    )
+    card = card.model_copy(update={"source": card.source.model_copy(
+        update={"file": src.name, "sha256": sha256_file(src), "url": url})})
+    # Re-validate: model_copy(update=...) does not run validators.
+    card = ModelCard.model_validate(card.model_dump())
+    write_card(src, dst, card)
+    return card
+
+
+@app.command("stamp")
+def stamp(
+    model: Annotated[Path, typer.Argument(help="Third-party ONNX file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the stamped copy.")],
+    preset: Annotated[str, typer.Option(help=f"Model family: {', '.join(preset_names())}.")],
+    labels: Annotated[Path, typer.Option(help="Class names: text (one per line) or JSON.")],
+    input_size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT; default: the graph's.")] = None,
+    colour: Annotated[Optional[str], typer.Option(help="RGB or BGR.")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Pixel multiplier, e.g. 0.00392157 (1/255) or 1.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Three comma-separated means (after scaling).")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Three comma-separated stds (after scaling).")] = None,
+    resize: Annotated[Optional[str], typer.Option(
+        help="letterbox_topleft, letterbox_centre, stretch or centre_crop.")] = None,
+    pad_value: Annotated[Optional[float], typer.Option(help="Letterbox fill value (0..255).")] = None,
+    conf: Annotated[Optional[float], typer.Option(help="Recommended confidence threshold.")] = None,
+    iou: Annotated[Optional[float], typer.Option(help="Recommended NMS IoU threshold.")] = None,
+    name: Annotated[str, typer.Option(help="Model name for the card; default: file stem.")] = "",
+) -> None:
+    """Write a model card into a copy of a third-party ONNX file."""
+    if preset not in PRESETS:
+        raise _fail(f"unknown preset {preset!r}; choose one of: {', '.join(preset_names())}")
+    pre: dict = {}
+    if colour is not None:
+        if colour.upper() not in ("RGB", "BGR"):
+            raise _fail(f"--colour must be RGB or BGR, got {colour!r}")
+        pre["colour"] = colour.upper()
+    for key, value in (("scale", scale), ("resize", resize), ("pad_value", pad_value),
+                       ("mean", _parse_triple(mean, "--mean")), ("std", _parse_triple(std, "--std"))):
+        if value is not None:
+            pre[key] = value
+    thr = {k: v for k, v in (("conf", conf), ("iou", iou)) if v is not None}
+    try:
+        card = stamp_file(
+            model, output, preset=preset, labels=read_labels(labels),
+            input_size=_parse_size(input_size) if input_size else None, name=name,
+            preprocess_overrides=pre, threshold_overrides=thr,
+        )
+    except (ModelError, ValueError) as err:
+        raise _fail(str(err)) from err
+    typer.echo(f"stamped {output} ({card.task}, {card.decoder.name}, "
+               f"{card.preprocess.input_size[0]}x{card.preprocess.input_size[1]}, {len(card.labels)} labels)")
