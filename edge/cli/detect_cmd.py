@@ -2,6 +2,163 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
 
-def detect() -> None:
-    """Detect objects in photos and videos (being built)."""
+import typer
+
+from edge.batch import checkpoint
+from edge.batch.results import FileResult, ModelInfo, RunInfo
+from edge.batch.runner import BatchRunner
+from edge.batch.sources import collect
+from edge.errors import WildedgeError
+from edge.inference.card import sha256_file
+from edge.inference.labels import expand_classes
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("megadetector", "coco", "csv")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _format_for(output: Path, fmt: str | None) -> str:
+    if fmt is None:
+        return "csv" if output.suffix.lower() == ".csv" else "megadetector"
+    if fmt not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def _progress(total: int, enabled: bool):
+    """A rich progress bar on an interactive terminal, else nothing."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+def detect(
+    paths: Annotated[list[Path], typer.Argument(help="Photos, videos or folders (searched recursively).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Detector: an ONNX file or a pulled model name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results file.")],
+    classifier: Annotated[Optional[str], typer.Option("--classifier", "-c", help="Classifier ONNX file.")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="megadetector (default; format 1.6, read by Timelapse and AddaxAI), coco or csv "
+                         "(default for a .csv output).")] = None,
+    conf: Annotated[Optional[float], typer.Option(help="Confidence threshold; default: the card's.")] = None,
+    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold; default: the card's.")] = None,
+    tile: Annotated[Optional[int], typer.Option(help="Tile size in pixels for small objects on large frames.")] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap ratio.")] = 0.2,
+    full_frame: Annotated[bool, typer.Option(
+        "--full-frame/--no-full-frame", help="With --tile, also run on the whole frame.")] = True,
+    classify_classes: Annotated[str, typer.Option(
+        help="Comma-separated detector classes whose crops the classifier sees; 'animal' also means every "
+             "COCO animal class.")] = "animal",
+    top_k: Annotated[int, typer.Option(help="Classifications kept per crop.")] = 5,
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads; default: cores, at most 4.")] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding threads running beside inference.")] = 1,
+    video_every: Annotated[int, typer.Option(help="Process every Nth video frame.")] = 10,
+    reduced: Annotated[bool, typer.Option(
+        "--reduced/--full-decode", help="Decode large JPEGs at 1/2, 1/4 or 1/8 size when the model input "
+                                        "is much smaller (boxes are still in full-resolution terms).")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Detect animals (and classify them) in photos and videos; write MegaDetector, COCO or CSV results.
+
+    Exit code: 0 when every file was processed, 1 when some failed (each listed in the output with
+    its reason), 2 on a usage or model error.
+    """
+    from edge.inference.classifier import Classifier
+    from edge.inference.detector import Detector
+    from edge.models import resolve_model
+    from edge.outputs import write_results
+
+    out_format = _format_for(output, fmt)
+    try:
+        items, base = collect(paths)
+    except FileNotFoundError as err:
+        raise _fail(str(err)) from err
+    if not items:
+        raise _fail(f"no photos or videos found in {', '.join(str(p) for p in paths)}")
+    try:
+        detector_path = resolve_model(model)
+        det = Detector(detector_path, conf=conf, iou=iou, threads=threads, spin=False)
+        cls = None
+        classify_ids = None
+        if classifier is not None:
+            cls = Classifier(resolve_model(classifier), top_k=top_k, threads=threads, spin=False)
+            classify_ids = expand_classes([c.strip() for c in classify_classes.split(",") if c.strip()],
+                                          det.labels)
+        runner = BatchRunner(det, classifier=cls, classify_ids=classify_ids, tile=tile, overlap=overlap,
+                             full_frame=full_frame, reduced=reduced, workers=workers, video_every=video_every)
+    except (WildedgeError, ValueError) as err:
+        raise _fail(str(err)) from err
+
+    settings = {
+        "detector": sha256_file(detector_path), "classifier": sha256_file(cls.model.path) if cls else None,
+        "conf": det.conf, "iou": det.iou, "tile": tile, "overlap": overlap if tile else None,
+        "full_frame": full_frame if tile else None, "classify": sorted(classify_ids or []),
+        "top_k": top_k if cls else None, "video_every": video_every, "reduced": reduced, "base": str(base),
+    }
+    ckpt = checkpoint.checkpoint_path(output)
+    done: dict[str, FileResult] = {}
+    if ckpt.exists():
+        if not resume:
+            raise _fail(f"{ckpt} holds an interrupted run: pass --resume to continue it, or delete it")
+        try:
+            done = checkpoint.load(ckpt, settings)
+        except WildedgeError as err:
+            raise _fail(str(err)) from err
+        logger.info("resuming: %d of %d files already done", sum(i.name in done for i in items), len(items))
+    todo = [item for item in items if item.name not in done]
+
+    started = time.perf_counter()
+    progress = _progress(len(items), not quiet)
+    new: dict[str, FileResult] = {}
+    with checkpoint.CheckpointWriter(ckpt, settings, append=bool(done)) as writer:
+        if progress is not None:
+            progress.start()
+            task = progress.add_task("detect", total=len(items), completed=len(items) - len(todo))
+        try:
+            for result in runner.run(todo):
+                writer.add(result)
+                new[result.file] = result
+                if progress is not None:
+                    progress.advance(task)
+        finally:
+            if progress is not None:
+                progress.stop()
+    results = [new.get(item.name) or done[item.name] for item in items]
+    run = RunInfo(
+        detector=ModelInfo(detector_path.name, det.labels, det.conf, det.input_size),
+        classifier=ModelInfo(cls.model.path.name, cls.labels, 0.0, cls.card.preprocess.input_size) if cls else None,
+        completed=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    write_results(out_format, results, output, run=run, base_dir=base)
+    ckpt.unlink(missing_ok=True)
+
+    failed = [r for r in results if r.failure]
+    if not quiet:
+        elapsed = time.perf_counter() - started
+        found = sum(len(r.detections) for r in results)
+        rate = len(todo) / elapsed if elapsed > 0 else 0.0
+        typer.echo(
+            f"{len(results)} files, {len(failed)} failed, {found} detections -> {output} ({out_format}); "
+            f"{len(todo)} processed in {elapsed:.1f} s ({rate:.2f} files/s)", err=True,
+        )
+        for r in failed[:10]:
+            typer.echo(f"  failed: {r.file}: {r.failure}", err=True)
+        if len(failed) > 10:
+            typer.echo(f"  ... and {len(failed) - 10} more (see the output file)", err=True)
+    raise typer.Exit(1 if failed else 0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -171,3 +174,73 @@ def stamp(
         raise _fail(str(err)) from err
     typer.echo(f"stamped {output} ({card.task}, {card.decoder.name}, "
                f"{card.preprocess.input_size[0]}x{card.preprocess.input_size[1]}, {len(card.labels)} labels)")
+
+
+@contextmanager
+def _download_progress(name: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A rich progress bar on an interactive stderr, else no callback (logging reports the download)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(f"pull {name}", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command("pull")
+def pull_cmd(
+    name: Annotated[str, typer.Argument(help="Published model name (see 'wildedge model list').")],
+    force: Annotated[bool, typer.Option("--force", help="Download and stamp again even if cached.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Cache folder; default $WILDEDGE_CACHE, else $XDG_CACHE_HOME/wildedge.")] = None,
+) -> None:
+    """Download a published model, check its sha256 and stamp its card; prints the model's path."""
+    from edge.models import cached_model, pull
+
+    try:
+        cached = None if force else cached_model(name, cache_dir=cache_dir)
+        with _download_progress(name) as progress:
+            path = pull(name, cache_dir=cache_dir, force=force, progress=progress)
+    except ModelError as err:
+        raise _fail(str(err)) from err
+    typer.echo(f"{path} ({'already cached' if cached is not None else 'pulled'})")
+
+
+@app.command("list")
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the models as JSON.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Cache folder; default $WILDEDGE_CACHE, else $XDG_CACHE_HOME/wildedge.")] = None,
+) -> None:
+    """List the published models and whether each is in the cache."""
+    from edge.models import DEFAULT_MODEL, cached_model, load_registry
+
+    try:
+        registry = load_registry()
+        rows = []
+        for name, entry in registry.items():
+            path = cached_model(name, cache_dir=cache_dir, registry=registry)
+            rows.append({
+                "name": name, "default": name == DEFAULT_MODEL, "preset": entry.preset,
+                "licence": entry.licence, "cached": path is not None, "path": str(path) if path else None,
+                "url": entry.url, "sha256": entry.sha256, "description": entry.description,
+            })
+    except ModelError as err:
+        raise _fail(str(err)) from err
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = [("NAME", "PRESET", "LICENCE", "CACHED", "DESCRIPTION")]
+    table += [(r["name"] + (" *" if r["default"] else ""), r["preset"], r["licence"] or "-",
+               "yes" if r["cached"] else "no", r["description"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        typer.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4])
+    typer.echo(f"* default model ({DEFAULT_MODEL})")

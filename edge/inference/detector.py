@@ -92,8 +92,9 @@ class Detector:
         return nms(raw, iou=self.iou, conf=self.conf, class_agnostic=self.class_agnostic,
                    max_detections=self.max_detections)
 
-    def to_detections(self, raw: RawDetections, transform: Transform) -> list[Detection]:
-        boxes = transform.to_source(raw.boxes) if len(raw) else raw.boxes
+    def to_detections(self, raw: RawDetections, transform: Transform | None = None) -> list[Detection]:
+        """Detections from decoded boxes, mapped to source pixels through ``transform`` when given."""
+        boxes = transform.to_source(raw.boxes) if transform is not None and len(raw) else raw.boxes
         return [
             Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s), int(c), self.labels[int(c)])
             for b, s, c in zip(boxes, raw.scores, raw.class_ids)

@@ -89,6 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "std": _IMAGENET_STD,
             "resize": "centre_crop",
             "crop_ratio": 0.875,
+            # INTER_AREA is the closest OpenCV match to the antialiased resize of PIL/torchvision.
+            "interpolation": "area",
         },
         "decoder": {"name": "softmax"},
         "thresholds": {"conf": 0.0},

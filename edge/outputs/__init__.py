@@ -1,0 +1,99 @@
+"""Output writers of ``wildedge detect``: MegaDetector 1.6 JSON, COCO results JSON, and CSV.
+
+Every writer is ``writer(results, stream, *, run)``; :func:`write_results` picks one by name and
+writes its file atomically, so a crash or a full disk never leaves a half-written results file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from edge.batch.results import FileResult, RunInfo
+from edge.outputs._common import relative_to_base
+from edge.outputs.coco import write_coco
+from edge.outputs.csv import write_csv
+from edge.outputs.megadetector import write_megadetector
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WRITERS", "Writer", "write_results"]
+
+
+class Writer(Protocol):
+    """Writes a run's results to an open text stream."""
+
+    def __call__(self, results: Sequence[FileResult], stream: TextIO, *, run: RunInfo) -> None: ...
+
+
+WRITERS: dict[str, Writer] = {"megadetector": write_megadetector, "coco": write_coco, "csv": write_csv}
+
+
+def write_results(
+    fmt: str,
+    results: Sequence[FileResult],
+    path: str | os.PathLike[str],
+    *,
+    run: RunInfo,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write ``results`` to ``path`` in format ``fmt``, replacing any file there atomically.
+
+    Args:
+        fmt: a key of ``WRITERS``.
+        results: one entry per file, in the order they should appear.
+        path: the output file; its folder must exist.
+        run: the models of the run.
+        base_dir: when given, absolute ``file`` paths are written relative to it.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``fmt`` is unknown, a file lies outside ``base_dir``, or a result cannot be written.
+        OSError: the file could not be written (the old file, if any, is left untouched).
+    """
+    try:
+        writer = WRITERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(WRITERS)}") from None
+    if base_dir is not None:
+        results = [relative_to_base(r, base_dir) for r in results]
+    target = Path(path)
+    _atomic_write(target, lambda stream: writer(results, stream, run=run))
+    logger.info("wrote %d results to %s (%s)", len(results), target, fmt)
+    return target
+
+
+def _atomic_write(target: Path, fill: Callable[[TextIO], None]) -> None:
+    """Write through ``fill`` into a temp file beside ``target``, fsync it, then rename it over ``target``."""
+    # A sibling temp file keeps os.replace on one filesystem, where it is atomic. os.open with 0o666
+    # lets the umask pick the mode, as for a plain open(); mkstemp would force 0o600.
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as stream:
+            fill(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; a no-op where folders cannot be opened (Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
