@@ -9,6 +9,7 @@ every other byte of the graph untouched. Files over 2 GB (external data) are out
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def write_metadata(
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".onnx.tmp", dir=dst_path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates 0600; keep the source's mode so a service user can still read the model.
+            os.fchmod(fh.fileno(), stat.S_IMODE(os.stat(src).st_mode))
             fh.write(out)
             fh.flush()
             os.fsync(fh.fileno())
