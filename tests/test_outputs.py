@@ -30,7 +30,8 @@ RUN = RunInfo(detector=DETECTOR, classifier=CLASSIFIER, completed="2026-05-26 19
 def _results() -> list[FileResult]:
     return [
         FileResult("site_a/IMG_0001.JPG", 2000, 1000, [
-            Detection((200.0, 100.0, 700.0, 600.0), 0.92637, 0, "animal", [(3, 0.90123), (1, 0.07149), (2, 0.02502)]),
+            Detection((200.0, 100.0, 700.0, 600.0), 0.92637, 0, "animal",
+                      [(3, 0.90123), (1, 0.07149), (2, 0.02502)]),
             Detection((1500.4, 250.2, 1800.6, 450.8), 0.0614, 1, "person"),
         ]),
         FileResult("site_a/IMG_0002.JPG", 2000, 1000),
@@ -189,8 +190,10 @@ BROKEN = {
     "missing conf": (_set("images.0.detections.1.conf", ...), "images[0].detections[1].conf"),
     "bbox out of range": (_set("images.0.detections.1.bbox", [0.5, -0.2, 0.1, 0.1]),
                           "images[0].detections[1].bbox"),
-    "bbox with 3 numbers": (_set("images.0.detections.1.bbox", [0.1, 0.1, 0.2]), "images[0].detections[1].bbox"),
-    "bbox in pixels": (_set("images.4.detections.0.bbox", [0, 700, 300, 100]), "images[4].detections[0].bbox"),
+    "bbox with 3 numbers": (_set("images.0.detections.1.bbox", [0.1, 0.1, 0.2]),
+                            "images[0].detections[1].bbox"),
+    "bbox in pixels": (_set("images.4.detections.0.bbox", [0, 700, 300, 100]),
+                       "images[4].detections[0].bbox"),
     "bbox past the right edge": (_set("images.4.detections.0.bbox", [0.8, 0.1, 0.3, 0.1]),
                                  "images[4].detections[0].bbox"),
     "missing file": (_set("images.1.file", ...), "images[1].file"),
@@ -210,13 +213,15 @@ BROKEN = {
                                            "images[0].detections[0].classifications"),
     "video without frame_number": (_set("images.3.detections.1.frame_number", ...),
                                    "images[3].detections[1].frame_number"),
-    "negative frame_number": (_set("images.3.detections.0.frame_number", -1), "images[3].detections[0].frame_number"),
+    "negative frame_number": (_set("images.3.detections.0.frame_number", -1),
+                              "images[3].detections[0].frame_number"),
     "frame_number not processed": (_set("images.3.detections.1.frame_number", 31),
                                    "images[3].detections[1].frame_number"),
     "video without frame_rate": (_set("images.3.frame_rate", ...), "images[3].frame_rate"),
     "zero frame_rate": (_set("images.3.frame_rate", 0), "images[3].frame_rate"),
     "video without frames_processed": (_set("images.3.frames_processed", ...), "images[3].frames_processed"),
-    "float frames_processed": (_set("images.3.frames_processed", [0, 30.0, 60]), "images[3].frames_processed"),
+    "float frames_processed": (_set("images.3.frames_processed", [0, 30.0, 60]),
+                               "images[3].frames_processed"),
     "video by extension without fields": (_set("images.1.file", "site_a/clip.MOV"), "images[1].frame_rate"),
 }
 
@@ -279,8 +284,9 @@ def test_csv_round_trip(tmp_path: Path) -> None:
         reader = csv.DictReader(stream)
         assert tuple(reader.fieldnames or ()) == COLUMNS
         rows = list(reader)
-    assert [r["file"] for r in rows] == ["site_a/IMG_0001.JPG"] * 2 + ["site_a/IMG_0002.JPG", "site_b/broken.jpg"] \
-        + ["site_b/clip.mp4"] * 2 + ["site_c/edge.jpg"]
+    assert [r["file"] for r in rows] == [
+        "site_a/IMG_0001.JPG", "site_a/IMG_0001.JPG", "site_a/IMG_0002.JPG", "site_b/broken.jpg",
+        "site_b/clip.mp4", "site_b/clip.mp4", "site_c/edge.jpg"]
     first = rows[0]
     assert (first["width"], first["height"], first["frame"], first["label"], first["class_id"]) == \
         ("2000", "1000", "", "animal", "0")

@@ -111,6 +111,10 @@ def detect(
         "full_frame": full_frame if tile else None, "classify": sorted(classify_ids or []),
         "top_k": top_k if cls else None, "video_every": video_every, "reduced": reduced, "base": str(base),
     }
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _fail(f"cannot create the output folder {output.parent}: {err.strerror}") from err
     ckpt = checkpoint.checkpoint_path(output)
     done: dict[str, FileResult] = {}
     if ckpt.exists():

@@ -31,7 +31,8 @@ def clipped_detections(result: FileResult) -> list[tuple[Detection, Box]]:
     """
     if result.width <= 0 or result.height <= 0:
         raise ValueError(
-            f"{result.file}: width and height are needed to write its boxes, got {result.width}x{result.height}"
+            f"{result.file}: width and height are needed to write its boxes,"
+            f" got {result.width}x{result.height}"
         )
     out = []
     for det in result.detections:

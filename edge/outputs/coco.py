@@ -61,7 +61,8 @@ def to_coco(results: Sequence[FileResult], *, run: RunInfo) -> dict[str, Any]:
                 "iscrowd": 0,
             })
     if failed:
-        logger.warning("%d failed files are left out of the COCO file (COCO has no place for failures)", failed)
+        logger.warning("%d failed files are left out of the COCO file (it has no place for failures)",
+                       failed)
     return {
         "info": {"description": f"wildedge detect with {run.detector.name}",
                  "date_created": completion_time(run)},

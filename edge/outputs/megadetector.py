@@ -143,7 +143,8 @@ def validate_megadetector(doc: Any, *, allow_older: bool = False) -> list[str]:
     cls_ids = _check_categories(doc, "classification_categories", problems)
     descriptions = doc.get("classification_category_descriptions")
     if descriptions is not None and (not isinstance(descriptions, dict) or set(descriptions) != cls_ids):
-        problems.append("classification_category_descriptions: must have the ids of classification_categories")
+        problems.append(
+            "classification_category_descriptions: must have the ids of classification_categories")
     images = doc.get("images")
     if "images" in doc and not isinstance(images, list):
         problems.append("images: must be a list")
@@ -204,7 +205,7 @@ def _check_image(path: str, image: Any, det_ids: set[str], cls_ids: set[str] | N
     if failure is not None:
         if not isinstance(failure, str):
             problems.append(f"{path}.failure: must be a string (the reason) or null")
-        if False:
+        if dets is not None:
             problems.append(f"{path}.detections: must be null for a failed file, not {type(dets).__name__}")
         dets = None
     elif not isinstance(dets, list):
@@ -220,7 +221,8 @@ def _check_image(path: str, image: Any, det_ids: set[str], cls_ids: set[str] | N
                                 problems)
 
 
-def _check_video_fields(path: str, image: dict[str, Any], required: bool, problems: list[str]) -> set[int] | None:
+def _check_video_fields(path: str, image: dict[str, Any], required: bool,
+                        problems: list[str]) -> set[int] | None:
     if "frame_rate" in image:
         rate = image["frame_rate"]
         if not _is_number(rate) or not rate > 0:
