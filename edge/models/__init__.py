@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from edge.models.pull import DEFAULT_TIMEOUT, cache_root, cached_model, model_path, pull, resolve_model
-from edge.models.registry import DEFAULT_MODEL, ModelEntry, builtin_registry, load_registry, user_registry_path
+from edge.models.registry import (
+    DEFAULT_MODEL,
+    ModelEntry,
+    builtin_registry,
+    load_registry,
+    user_registry_path,
+)
 
 __all__ = [
     "DEFAULT_MODEL",

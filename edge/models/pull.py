@@ -27,7 +27,14 @@ from edge import __version__
 from edge.errors import ModelError, RegistryError
 from edge.inference.card import read_card, sha256_file
 from edge.inference.labels import read_labels
-from edge.models.registry import ModelEntry, builtin_labels, builtin_labels_path, get_entry, labels_kind, load_registry
+from edge.models.registry import (
+    ModelEntry,
+    builtin_labels,
+    builtin_labels_path,
+    get_entry,
+    labels_kind,
+    load_registry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ _MAX_LABELS_BYTES = 4 << 20
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``cache_dir`` if given, else ``$WILDEDGE_CACHE``, else ``$XDG_CACHE_HOME/wildedge``, else ``~/.cache/wildedge``."""
+    """The cache folder: ``cache_dir``, $WILDEDGE_CACHE, $XDG_CACHE_HOME/wildedge or ~/.cache/wildedge."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     explicit = os.environ.get("WILDEDGE_CACHE")
@@ -127,7 +134,7 @@ def _stream(url: str, out: BinaryIO, *, timeout: float, progress: ProgressCallba
 def _network_reason(err: BaseException) -> str | None:
     """A short reason when ``err`` is a network failure, else None."""
     if isinstance(err, urllib.error.HTTPError):
-        err.close()  # holds the open response; unclosed it raises ResourceWarning later
+        err.close()  # it holds the response socket: release it now, not at garbage collection
         return f"HTTP {err.code} {err.reason}"
     if isinstance(err, urllib.error.URLError):
         return str(err.reason)

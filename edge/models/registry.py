@@ -125,9 +125,7 @@ def _parse(
     path: Path, data: dict[str, Any], base: Mapping[str, ModelEntry]
 ) -> dict[str, ModelEntry]:
     """Validate the ``[models.NAME]`` tables of ``data`` merged over ``base``; every error, one per line."""
-    errors: list[str] = [
-        f"{path}: {key}: unknown top-level key (expected [models.NAME] tables)" for key in data if key != "models"
-    ]
+    errors = [f"{path}: {k}: unknown top-level key (expected [models.NAME])" for k in data if k != "models"]
     tables = data.get("models", {})
     if not isinstance(tables, dict):
         errors.append(f"{path}: models: expected a table of [models.NAME] tables")
@@ -162,7 +160,7 @@ def builtin_registry() -> dict[str, ModelEntry]:
     """The models shipped with wildedge."""
     path = _data_file("models.toml")
     if path is None:
-        raise RegistryError("the packaged model registry edge/data/models.toml is missing: reinstall wildedge")
+        raise RegistryError("the packaged registry edge/data/models.toml is missing: reinstall wildedge")
     return _parse(path, _read_toml(path), {})
 
 
@@ -170,7 +168,7 @@ def load_registry(*, user_file: Path | None = None) -> dict[str, ModelEntry]:
     """The shipped registry with the user file (``user_registry_path()`` by default) applied on top.
 
     Raises:
-        RegistryError: a registry file is unreadable or an entry is invalid (``file: models.NAME.KEY: message``).
+        RegistryError: a registry file is unreadable or has invalid entries (``FILE: models.NAME.KEY: msg``).
     """
     entries = builtin_registry()
     explicit = user_file is not None or bool(os.environ.get("WILDEDGE_MODELS"))
