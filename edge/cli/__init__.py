@@ -26,12 +26,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v: log progress, -vv: debug detail."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Edge inference for wildlife and insect monitoring."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

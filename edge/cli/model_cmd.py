@@ -15,6 +15,7 @@ from edge.errors import ModelError
 from edge.inference.card import ModelCard, read_card, sha256_file, write_card
 from edge.inference.labels import read_labels
 from edge.inference.presets import PRESETS, build_card, preset_names
+from edge.inference.session import session_options
 
 app = typer.Typer(help="Inspect and stamp model cards; pull published models.", no_args_is_help=True)
 
@@ -92,7 +93,8 @@ def _graph_input_size(model: Path) -> tuple[int, int] | None:
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model), sess_options=session_options(threads=1),
+                                       providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises untyped errors for unreadable graphs
         raise ModelError(f"onnxruntime cannot load {model}: {err}") from err
     shape = session.get_inputs()[0].shape
