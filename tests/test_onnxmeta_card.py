@@ -50,7 +50,7 @@ def _tiny_model(onnx, path: Path, *, metadata: dict[str, str] | None = None) -> 
 
 
 def _ultralytics_model(onnx, path: Path, meta: dict[str, str], *, boxes: np.ndarray | None = None) -> Path:
-    """An 'Ultralytics export': images [1,3,640,640] in, a constant [1, 4+nc, N] out, Ultralytics' metadata."""
+    """An 'Ultralytics export': images [1,3,640,640] in, constant [1, 4+nc, N] out, Ultralytics' metadata."""
     from onnx import TensorProto, helper, numpy_helper
 
     out = boxes if boxes is not None else np.zeros((1, 6, 4), np.float32)
@@ -121,7 +121,8 @@ def test_set_replace_delete_on_built_model(onnx, tmp_path):
 
 def test_long_and_unicode_values_round_trip(onnx, tmp_path):
     src = _tiny_model(onnx, tmp_path / "tiny.onnx")
-    long_value = json.dumps({"labels": [f"species number {i}" for i in range(5000)]})  # > 2**14: 3-byte length
+    # Over 2**14 bytes: the entry's length needs a 3-byte varint.
+    long_value = json.dumps({"labels": [f"species number {i}" for i in range(5000)]})
     values = {"wildedge.card": long_value, "note": "Grünspecht, écureuil, 松鼠", "empty": ""}
     dst = write_metadata(src, tmp_path / "out.onnx", values)
     assert read_metadata(dst) == values

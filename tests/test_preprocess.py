@@ -138,7 +138,7 @@ def test_letterbox_geometry_by_hand():
 
 
 def test_size_rounding_floor_vs_round():
-    # 500x335 to 416: r = 0.832, height 335 * r = 278.72 -> floor 278 (YOLOX, NanoDet), round 279 (Ultralytics).
+    # 500x335 to 416: r = 0.832, 335 * r = 278.72 -> floor 278 (YOLOX, NanoDet), round 279 (Ultralytics).
     image = np.full((335, 500, 3), 255, np.uint8)
     for rounding, rows in (("floor", 278), ("round", 279)):
         spec = Preprocess(input_size=(416, 416), resize="letterbox_topleft", pad_value=0,

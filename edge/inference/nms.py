@@ -26,10 +26,15 @@ def nms(
         return RawDetections(boxes[order], scores[order], ids[order], nms_done=True)
     xywh = boxes.copy()
     xywh[:, 2:] -= xywh[:, :2]
+    # NMSBoxesBatched separates classes by (max coordinate + 1), which only works for coordinates >= 0;
+    # boxes partly outside the frame are negative, so shift them all (IoU does not change).
+    xywh[:, :2] -= min(0.0, float(xywh[:, :2].min()))
+    # OpenCV keeps scores strictly above its threshold; ours is inclusive (>= conf, applied above).
+    below = max(0.0, float(np.nextafter(np.float32(conf), np.float32(-1))))
     if class_agnostic:
-        kept = cv2.dnn.NMSBoxes(xywh, scores, conf, iou)  # top_k would cut candidates before NMS
+        kept = cv2.dnn.NMSBoxes(xywh, scores, below, iou)  # top_k would cut candidates before NMS
     else:
-        kept = cv2.dnn.NMSBoxesBatched(xywh, scores, ids, conf, iou)  # top_k would cut candidates before NMS
+        kept = cv2.dnn.NMSBoxesBatched(xywh, scores, ids, below, iou)  # top_k would cut candidates before NMS
     kept = np.asarray(kept, dtype=np.int64).reshape(-1)
     order = kept[np.argsort(-scores[kept], kind="stable")][:max_detections]
     return RawDetections(boxes[order], scores[order], ids[order], nms_done=True)

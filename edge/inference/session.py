@@ -47,6 +47,7 @@ class OnnxModel:
     """An ONNX file, its card, and a CPU session; a context manager."""
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, spin: bool = True) -> None:
+        options = session_options(threads=threads, spin=spin)  # bad threads: ValueError, not ModelError
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
@@ -54,8 +55,7 @@ class OnnxModel:
         started = time.perf_counter()
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads=threads, spin=spin),
-                providers=["CPUExecutionProvider"],
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"],
             )
         except Exception as err:  # onnxruntime raises its own untyped errors for bad graphs
             raise ModelError(f"onnxruntime cannot load {self.path}: {err}") from err

@@ -54,6 +54,11 @@ def decode(outputs: dict[str, np.ndarray], ctx: DecodeContext) -> RawDetections:
                 f"nanodet decoder: stride {stride} has {len(cls)} anchors, a {width}x{height} input gives "
                 f"{len(centres)}; check the card's input size"
             )
+        if dis.shape != (len(cls), 4 * bins):
+            raise ModelError(
+                f"nanodet decoder: stride {stride} distance output has shape {list(dis.shape)}, "
+                f"reg_max {bins - 1} needs [{len(cls)}, {4 * bins}]; check the card's decoder params"
+            )
         keep = cls.max(axis=1) >= ctx.conf
         if not keep.any():
             continue
