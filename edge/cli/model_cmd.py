@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 import typer
 
 from edge.errors import ModelError
-from edge.inference.card import ModelCard, read_card, sha256_file, write_card
+from pydantic import ValidationError
+
+from edge.inference.card import ModelCard, format_errors, read_card, sha256_file, write_card
 from edge.inference.labels import read_labels
 from edge.inference.presets import PRESETS, build_card, preset_names
 from edge.inference.session import session_options
@@ -118,19 +120,30 @@ def stamp_file(
     url: str | None = None,
     preprocess_overrides: dict | None = None,
     threshold_overrides: dict | None = None,
+    check_graph: bool = True,
 ) -> ModelCard:
-    """Build the card of ``preset`` for ``src`` and write it into ``dst``; returns the card."""
-    size = input_size or _graph_input_size(src)
+    """Build the card of ``preset`` for ``src`` and write it into ``dst``; returns the card.
+
+    ``check_graph=False`` skips loading the graph when ``input_size`` is given (a known file).
+    """
+    graph_size = _graph_input_size(src) if input_size is None or check_graph else None
+    size = input_size or graph_size
     if size is None:
         raise ModelError(f"{src} has a dynamic input size: pass --input-size WIDTHxHEIGHT")
-    card = build_card(
-        preset, labels=labels, input_size=size, name=name or src.stem,
-        preprocess_overrides=preprocess_overrides, threshold_overrides=threshold_overrides,
-    )
-    card = card.model_copy(update={"source": card.source.model_copy(
-        update={"file": src.name, "sha256": sha256_file(src), "url": url})})
-    # Re-validate: model_copy(update=...) does not run validators.
-    card = ModelCard.model_validate(card.model_dump())
+    try:
+        card = build_card(
+            preset, labels=labels, input_size=size, name=name or src.stem,
+            preprocess_overrides=preprocess_overrides, threshold_overrides=threshold_overrides,
+        )
+        card = ModelCard.model_validate(
+            {**card.model_dump(), "source": {"file": src.name, "sha256": sha256_file(src), "url": url}}
+        )
+    except ValidationError as err:
+        raise ModelError(f"invalid card: {format_errors(err)}") from err
+    if graph_size is not None and tuple(size) != tuple(graph_size):
+        raise ModelError(
+            f"--input-size {size[0]}x{size[1]} disagrees with the graph's fixed input {graph_size[0]}x{graph_size[1]}"
+        )
     write_card(src, dst, card)
     return card
 

@@ -131,10 +131,11 @@ class ModelCard(_Strict):
         try:
             return cls.model_validate_json(text)
         except ValidationError as err:
-            raise ModelError(f"invalid model card: {_format_errors(err)}") from err
+            raise ModelError(f"invalid model card: {format_errors(err)}") from err
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError) -> str:
+    """Pydantic errors as ``key.path: message; ...``."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<card>'}: {e['msg']}" for e in err.errors())
 
 

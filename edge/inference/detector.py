@@ -71,7 +71,11 @@ class Detector:
         self._decode = get_decoder(card.decoder.name)
         self._ctx = DecodeContext(card.preprocess.input_size, len(card.labels), self.conf, card.decoder.params)
         if warmup:
-            self.warm_up()
+            try:
+                self.warm_up()
+            except BaseException:
+                self.model.close()
+                raise
 
     def warm_up(self) -> None:
         """One inference on a blank input: a slow first run never trips a watchdog, and the decoder

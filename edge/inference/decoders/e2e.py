@@ -14,7 +14,8 @@ def decode(outputs: dict[str, np.ndarray], ctx: DecodeContext) -> RawDetections:
     if out.shape[2] != 6:
         raise ModelError(f"e2e decoder expects [1, K, 6] rows, got shape {list(out.shape)}")
     pred = out[0]
-    pred = pred[pred[:, 4] >= ctx.conf]
+    # Exports pad to K rows with zeros: a zero score is padding even when conf is 0.
+    pred = pred[(pred[:, 4] >= ctx.conf) & (pred[:, 4] > 0)]
     ids = pred[:, 5].astype(np.int32)
     if len(ids) and (ids.min() < 0 or ids.max() >= ctx.num_classes):
         raise ModelError(f"e2e decoder: class id {int(ids.max())} is outside the card's {ctx.num_classes} labels")
