@@ -106,17 +106,23 @@ def test_csv_and_coco(photos, tmp_path, stamped):
     assert all(len(a["bbox"]) == 4 and a["score"] >= 0.65 for a in coco["annotations"])
 
 
-def test_resume_continues_without_redoing_work(photos, tmp_path, stamped, monkeypatch):
-    out = tmp_path / "results.json"
+def _interrupt_after(monkeypatch, count: int):
+    """Make BatchRunner.run raise KeyboardInterrupt (Ctrl-C) after ``count`` files; returns the real run."""
     real_run = BatchRunner.run
 
     def interrupted(self, items):
         for index, result in enumerate(real_run(self, items)):
-            if index == 2:
-                raise KeyboardInterrupt  # Ctrl-C after two files
+            if index == count:
+                raise KeyboardInterrupt
             yield result
 
     monkeypatch.setattr(BatchRunner, "run", interrupted)
+    return real_run
+
+
+def test_resume_continues_without_redoing_work(photos, tmp_path, stamped, monkeypatch):
+    out = tmp_path / "results.json"
+    real_run = _interrupt_after(monkeypatch, 2)
     result = _detect(str(photos), "-m", str(stamped["yolox"]), "-o", str(out), "-q")
     assert result.exit_code != 0
     ckpt = tmp_path / "results.json.checkpoint.jsonl"
@@ -147,15 +153,7 @@ def test_resume_continues_without_redoing_work(photos, tmp_path, stamped, monkey
 
 def test_resume_ignores_a_torn_last_line(photos, tmp_path, stamped, monkeypatch):
     out = tmp_path / "results.json"
-    real_run = BatchRunner.run
-
-    def interrupted(self, items):
-        for index, result in enumerate(real_run(self, items)):
-            if index == 1:
-                raise KeyboardInterrupt
-            yield result
-
-    monkeypatch.setattr(BatchRunner, "run", interrupted)
+    real_run = _interrupt_after(monkeypatch, 1)
     _detect(str(photos), "-m", str(stamped["yolox"]), "-o", str(out), "-q")
     monkeypatch.setattr(BatchRunner, "run", real_run)
     ckpt = tmp_path / "results.json.checkpoint.jsonl"
