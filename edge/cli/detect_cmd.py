@@ -18,6 +18,7 @@ from edge.batch.sources import collect
 from edge.errors import WildedgeError
 from edge.inference.card import sha256_file
 from edge.inference.labels import expand_classes
+from edge.inference.session import default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def detect(
              "COCO animal class.")] = "animal",
     top_k: Annotated[int, typer.Option(help="Classifications kept per crop.")] = 5,
     threads: Annotated[Optional[int], typer.Option(help="Inference threads; default: cores, at most 4.")] = None,
-    workers: Annotated[int, typer.Option(help="Image-decoding threads running beside inference.")] = 1,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Image-decoding threads running beside inference; default: 2 (1 on a single core).")] = None,
     video_every: Annotated[int, typer.Option(help="Process every Nth video frame.")] = 10,
     reduced: Annotated[bool, typer.Option(
         "--reduced/--full-decode", help="Decode large JPEGs at 1/2, 1/4 or 1/8 size when the model input "
@@ -101,7 +103,8 @@ def detect(
             classify_ids = expand_classes([c.strip() for c in classify_classes.split(",") if c.strip()],
                                           det.labels)
         runner = BatchRunner(det, classifier=cls, classify_ids=classify_ids, tile=tile, overlap=overlap,
-                             full_frame=full_frame, reduced=reduced, workers=workers, video_every=video_every)
+                             full_frame=full_frame, reduced=reduced, video_every=video_every,
+                             workers=workers or min(2, default_threads()))
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err
 

@@ -39,6 +39,9 @@ def session_options(*, threads: int | None = None, spin: bool = True) -> ort.Ses
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # onnxruntime's per-initializer warnings are noise to a user
+    # The memory-pattern planner pre-allocates for the largest run seen (~23 MB more peak RSS on a
+    # 640-px YOLO) and buys no measurable speed for fixed-size CPU inputs.
+    opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 
