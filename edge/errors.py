@@ -9,6 +9,8 @@
      |    +-- RegistryError       a published model name is unknown, or pulling it failed
      +-- StoreError               the local SQLite store or the image store failed
      +-- PublishError             MQTT delivery failed
+     +-- ExportError              exporting, quantizing or verifying a model failed (workstation)
+          +-- MissingExtraError   an optional extra (export, ultralytics, mlflow) is not installed
 
 Caller mistakes (wrong argument types or values) raise ``ValueError`` / ``TypeError`` at once.
 """
@@ -50,3 +52,11 @@ class StoreError(WildedgeError):
 
 class PublishError(WildedgeError):
     """MQTT delivery failed."""
+
+
+class ExportError(WildedgeError):
+    """Exporting, quantizing or verifying a model failed."""
+
+
+class MissingExtraError(ExportError):
+    """An optional extra is not installed; the message names the pip command."""

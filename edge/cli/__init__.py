@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.metadata import entry_points
 
 import typer
 
@@ -42,6 +43,15 @@ def _register() -> None:
 
     app.add_typer(model_cmd.app, name="model")
     app.command("detect")(detect_cmd.detect)
+    # Other packages of the distribution (export, collector) add their groups through the
+    # "wildedge.commands" entry point, so that edge never imports them.
+    for entry in entry_points(group="wildedge.commands"):
+        try:
+            group = entry.load()
+        except ImportError as err:
+            logging.getLogger(__name__).debug("command group %s unavailable: %s", entry.name, err)
+            continue
+        app.add_typer(group, name=entry.name)
 
 
 _register()
