@@ -143,32 +143,45 @@ def _network_reason(err: BaseException) -> str | None:
     return None
 
 
-def _fetch_verified(
-    name: str, entry: ModelEntry, dst: Path, *, timeout: float, progress: ProgressCallback | None
-) -> None:
-    """Download ``entry.url`` to ``dst`` through a temp file beside it; only a verified file is renamed in."""
+def download_verified(
+    url: str,
+    sha256: str,
+    dst: Path,
+    *,
+    name: str,
+    hint: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Download ``url`` to ``dst`` through a temp file beside it; only a file with ``sha256`` is renamed in.
+
+    Shared by ``pull`` and the export stage's published checkpoints. ``hint`` follows a network error.
+
+    Raises:
+        RegistryError: the cache is not writable, the download failed, or the sha256 does not match.
+    """
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     except OSError as err:
         raise RegistryError(f"cannot write to the model cache {dst.parent}: {err.strerror}") from err
     tmp = Path(tmp_name)
-    logger.info("downloading %s from %s", name, entry.url)
+    logger.info("downloading %s from %s", name, url)
     started = time.monotonic()
     try:
         try:
             with os.fdopen(fd, "wb") as fh:
-                digest, size = _stream(entry.url, fh, timeout=timeout, progress=progress)
+                digest, size = _stream(url, fh, timeout=timeout, progress=progress)
                 fh.flush()
                 os.fsync(fh.fileno())
         except (OSError, http.client.HTTPException) as err:
             reason = _network_reason(err)
             if reason is None:
                 raise RegistryError(f"cannot write {tmp}: {err}") from err
-            raise _cannot_download(name, entry, entry.url, reason) from err
-        if digest != entry.sha256:
+            raise RegistryError(f"cannot download {name} from {url}: {reason}. {hint}".rstrip()) from err
+        if digest != sha256:
             raise RegistryError(
-                f"sha256 mismatch for {name} from {entry.url}: expected {entry.sha256}, got {digest} "
+                f"sha256 mismatch for {name} from {url}: expected {sha256}, got {digest} "
                 f"({size} bytes); the download was deleted. The file behind the URL is not the one "
                 "the registry pins: check the URL, or the sha256 if the entry is your own"
             )
@@ -177,6 +190,14 @@ def _fetch_verified(
         tmp.unlink(missing_ok=True)
         raise
     logger.info("downloaded %s: %d bytes in %.1f s, sha256 ok", name, size, time.monotonic() - started)
+    return dst
+
+
+def _fetch_verified(
+    name: str, entry: ModelEntry, dst: Path, *, timeout: float, progress: ProgressCallback | None
+) -> None:
+    download_verified(entry.url, entry.sha256, dst, name=name, hint=offline_hint(name, entry),
+                      timeout=timeout, progress=progress)
 
 
 def _fetch_labels(name: str, entry: ModelEntry, *, timeout: float) -> list[str]:

@@ -1,0 +1,158 @@
+"""``wildedge export quantize`` and ``wildedge export verify``.
+
+Nothing heavy is imported at module import: onnx and onnxruntime.quantization load inside the
+commands, and a missing ``export`` extra is reported in one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from edge.errors import WildedgeError
+
+logger = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise _fail(f"cannot write the report {path}: {err.strerror}") from err
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:,.0f} kB"
+
+
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Float ONNX model with a model card.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the INT8 model.")],
+    calib: Annotated[Path, typer.Option(
+        "--calib", help="Calibration photos (at least 16, 50+ recommended), ideally from the target camera.")],
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Labels of the held-out photos: COCO json, or YOLO labels folder with obj.names/classes.txt. "
+             "Without labels the INT8 model is judged by its agreement with FP32.")] = None,
+    val: Annotated[Optional[Path], typer.Option(
+        help="Held-out photos to measure the drop on; default: a fixed half of --calib (the other half "
+             "calibrates).")] = None,
+    budget: Annotated[Optional[float], typer.Option(
+        help="Largest acceptable drop in points: mAP@0.5 x100 with --labels (default 1.0), else agreement "
+             "percent (default 5.0).")] = None,
+    method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or entropy.")] = "minmax",
+    per_tensor: Annotated[bool, typer.Option(
+        "--per-tensor", help="One weight scale per tensor instead of per output channel.")] = False,
+    class_map: Annotated[Optional[str], typer.Option(
+        help="Rename label classes to the model's: 'voc2coco' or a JSON file {\"from\": \"to\"}.")] = None,
+    search: Annotated[bool, typer.Option(
+        "--search/--no-search", help="Keep the most harmful layers in float until the drop fits the budget.")] = True,
+    max_search: Annotated[float, typer.Option(help="Time cap of the search, seconds.")] = 900.0,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for the measurements.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Quantize MODEL to INT8 (QDQ), keeping its accuracy within a budget; writes OUTPUT.report.json.
+
+    Exit code: 0 within budget, 1 when the budget could not be reached (the best INT8 model found
+    is still written), 2 on a usage or model error.
+    """
+    try:
+        from export.quantize import METHODS, quantize_model
+    except WildedgeError as err:  # MissingExtraError: the export extra is not installed
+        raise _fail(str(err)) from err
+    if method not in METHODS:
+        raise _fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    try:
+        report = quantize_model(
+            model, output, calib_dir=calib, labels=labels, val_dir=val, budget=budget, method=method,
+            per_channel=not per_tensor, class_map=class_map, search=search, max_search_s=max_search,
+            threads=threads,
+        )
+    except (WildedgeError, ValueError) as err:
+        raise _fail(str(err)) from err
+    report_path = output.with_name(output.name + ".report.json")
+    report["report"] = str(report_path)
+    _write_report(report_path, report)
+    summary = report["quantization"]
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        floats = summary["float_nodes"]
+        plain, final = report["plain"], report["final"]
+        times = report["timings_s"]
+        typer.echo(f"{model} -> {output} ({_kb(summary['size_bytes']['fp32'])} -> "
+                   f"{_kb(summary['size_bytes']['int8'])})")
+        typer.echo(f"  calibration: {summary['calibration_images']} photos, {summary['method']}, weights "
+                   f"{summary['weights']}, activations {summary['activations']} ({times['calibration']:.1f} s)")
+        typer.echo(f"  {final['metric']} on {summary['held_out_images']} held-out photos: FP32 {final['fp32']:.2f}, "
+                   f"plain INT8 {plain['int8']:.2f} (drop {plain['drop']:.2f}), final INT8 {final['int8']:.2f} "
+                   f"(drop {final['drop']:.2f}, budget {summary['budget']['max_drop']:.2f})")
+        typer.echo(f"  kept in float: {len(floats['tail'])} decode-tail nodes"
+                   + (f", {len(floats['searched'])} searched: {', '.join(floats['searched'][:12])}"
+                      f"{' ...' if len(floats['searched']) > 12 else ''}" if floats["searched"] else "")
+                   + (f" (search {times['search']:.1f} s)" if report["search"] else ""))
+        typer.echo(f"  done in {times['total']:.1f} s; report: {report_path}")
+    if not summary["within_budget"]:
+        typer.echo(f"warning: the drop {report['final']['drop']:.2f} exceeds the budget "
+                   f"{summary['budget']['max_drop']:.2f}", err=True)
+        raise typer.Exit(1)
+
+
+def verify(
+    fp32: Annotated[Path, typer.Argument(help="The float model.")],
+    int8: Annotated[Path, typer.Argument(help="The INT8 model.")],
+    images: Annotated[Path, typer.Option(help="Folder of photos to compare the two on.")],
+    labels: Annotated[Optional[Path], typer.Option(
+        help="COCO json or YOLO labels folder (with obj.names/classes.txt): adds mAP and recall.")] = None,
+    class_map: Annotated[Optional[str], typer.Option(
+        help="Rename label classes to the model's: 'voc2coco' or a JSON file {\"from\": \"to\"}.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for both models.")] = None,
+    runs: Annotated[int, typer.Option(help="session.run calls per model for the latency median.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Compare INT8 with FP32: mAP, recall, agreement, latency and size; writes INT8.verify.json."""
+    try:
+        from export.verify import verify as run_verify
+    except WildedgeError as err:
+        raise _fail(str(err)) from err
+    try:
+        report = run_verify(fp32, int8, images, labels=labels, class_map=class_map, threads=threads, runs=runs)
+    except (WildedgeError, ValueError) as err:
+        raise _fail(str(err)) from err
+    data = report.to_dict()
+    report_path = int8.with_name(int8.name + ".verify.json")
+    data["report"] = str(report_path)
+    _write_report(report_path, data)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"{report.images} photos, {report.threads} threads")
+    rows = [("", "FP32", "INT8")]
+    if report.fp32.accuracy is not None and report.int8.accuracy is not None:
+        a, b = report.fp32.accuracy, report.int8.accuracy
+        rows += [("mAP@0.5", f"{a.map50:.3f}", f"{b.map50:.3f}"),
+                 ("mAP@0.5:0.95", f"{a.map50_95:.3f}", f"{b.map50_95:.3f}"),
+                 (f"recall@conf {report.conf:g}", f"{a.recall:.3f}", f"{b.recall:.3f}")]
+    rows += [("latency (ms)", f"{report.fp32.latency_ms:.2f}", f"{report.int8.latency_ms:.2f}"),
+             ("size", _kb(report.fp32.size_bytes), _kb(report.int8.size_bytes))]
+    width = max(len(r[0]) for r in rows)
+    for row in rows:
+        typer.echo(f"  {row[0]:<{width}}  {row[1]:>12}  {row[2]:>12}")
+    ag = report.agreement
+    if ag.task == "detect":
+        typer.echo(f"  agreement: {ag.matched}/{ag.reference} FP32 detections matched ({ag.fraction:.3f}), "
+                   f"mean IoU {ag.mean_iou if ag.mean_iou is not None else float('nan'):.3f}, class agreement "
+                   f"{ag.class_agreement if ag.class_agreement is not None else float('nan'):.3f}")
+    else:
+        typer.echo(f"  agreement: top-1 {ag.top1 if ag.top1 is not None else float('nan'):.3f}, "
+                   f"top-5 {ag.top5 if ag.top5 is not None else float('nan'):.3f}")
+    typer.echo(f"  INT8/FP32 latency x{report.latency_ratio:.2f}, size x{report.size_ratio:.2f}; "
+               f"done in {report.seconds:.1f} s; report: {report_path}")

@@ -1,0 +1,325 @@
+"""Static INT8 quantization (onnxruntime QDQ) with the decode tail kept in float.
+
+Activations are uint8, asymmetric, one scale per tensor: most activations here are one-sided
+(after ReLU/SiLU/LeakyReLU, or raw 0..255 pixels) and a symmetric signed range would waste half
+of its 256 levels. Weights are uint8 too, symmetric (zero point 128), one scale per output channel
+by default: one scale per tensor cannot serve a depthwise layer whose channels differ by orders of
+magnitude.
+
+Why uint8 weights and not the usual int8: on an x86 CPU without VNNI (AVX2 only, e.g. many
+workstations and the machine this was measured on), onnxruntime's u8 x s8 kernels multiply with
+``vpmaddubsw``, which saturates 16-bit sums; the integer model then departs from its own QDQ
+graph (FastestDet: output SQNR 13.4 dB as QDQ, 1.5 dB in the integer kernels; mAP@0.5 24 instead
+of 66). u8 x u8 kernels do not saturate, so the file measured on the workstation computes what it
+computes on the device (ARM64 MLAS implements both pairs exactly). ``reduce_range`` (7-bit s8
+weights) also avoids the saturation but measured lower mAP on all three bundled detectors.
+The price is speed on x86: u8 x u8 runs 10-50 % slower there than u8 x s8 (docs/quantization.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from edge.errors import ExportError
+from export.deps import require
+from export.prepare import carry_card
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("minmax", "percentile", "entropy")
+# Percentile calibration keeps 99.99 % of each tensor's values: the outlier-clipping that helps
+# YOLOX-Nano (0.42 recall vs 0.32 for MinMax in the assets' notes) without clipping real peaks.
+PERCENTILE = 99.99
+
+
+def _method(name: str):
+    quantization = require("onnxruntime.quantization")
+    table = {"minmax": quantization.CalibrationMethod.MinMax,
+             "percentile": quantization.CalibrationMethod.Percentile,
+             "entropy": quantization.CalibrationMethod.Entropy}
+    if name not in table:
+        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {name!r}")
+    return table[name]
+
+
+class _QuietQuantizer(logging.Filter):
+    """Collects the warnings onnxruntime's quantizer sends to the root logger, one per tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" in record.pathname and "quantization" in record.pathname:
+            self.messages.append(record.getMessage())
+            return False
+        return True
+
+    def report(self) -> None:
+        if self.messages:
+            logger.info("onnxruntime quantizer: %d warnings, e.g. %s", len(self.messages), self.messages[0])
+
+
+def quantizable_op_types() -> list[str]:
+    """Op types onnxruntime's QDQ quantizer handles (its registries)."""
+    registry = require("onnxruntime.quantization.registry")
+    return sorted(set(registry.QLinearOpsRegistry) | set(registry.QDQRegistry))
+
+
+def quantize_file(
+    prepared: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    reader=None,
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: Iterable[str] = (),
+    cache: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Quantize a prepared float file (see :func:`export.prepare.prepare`) to QDQ INT8 at ``dst``.
+
+    Args:
+        prepared: float ONNX file, pre-processed for quantization.
+        dst: where to write the INT8 file; it keeps ``prepared``'s model card.
+        reader: calibration data (an :class:`export.calibration.ImageReader`); may be None when
+            ``cache`` already holds the ranges.
+        method: calibration method: minmax, percentile or entropy.
+        per_channel: one weight scale per output channel (else per tensor).
+        exclude: names of nodes to keep in float.
+        cache: calibration ranges file: written on the first call, reused by later ones (the
+            mixed-precision search quantizes many times from one calibration).
+
+    Raises:
+        ExportError: onnxruntime cannot quantize the file.
+    """
+    quantization = require("onnxruntime.quantization")
+    calibrate = _method(method)
+    src_path, dst_path = Path(prepared), Path(dst)
+    if reader is None and (cache is None or not Path(cache).is_file()):
+        raise ValueError("quantize_file needs a calibration reader or an existing calibration cache")
+    if reader is not None and hasattr(reader, "rewind"):
+        reader.rewind()
+    extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    if method == "percentile":
+        extra["CalibPercentile"] = PERCENTILE
+    started = time.perf_counter()
+    printed = io.StringIO()
+    quiet = _QuietQuantizer()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        # The histogram calibrators print progress to stdout, which --json output must keep clean.
+        with contextlib.redirect_stdout(printed):
+            quantization.quantize_static(
+                str(src_path), str(dst_path), reader,
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QUInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=calibrate,
+                extra_options=extra,
+                calibration_cache_path=str(cache) if cache is not None else None,
+            )
+    except Exception as err:  # onnxruntime raises bare RuntimeError/ValueError from deep inside
+        raise ExportError(f"onnxruntime cannot quantize {src_path.name}: {type(err).__name__}: {err}") from err
+    finally:
+        root.removeFilter(quiet)
+    quiet.report()
+    if printed.getvalue().strip():
+        logger.debug("onnxruntime: %s", printed.getvalue().strip())
+    carry_card(src_path, dst_path)
+    logger.info("quantize (%s, %s, %d nodes in float): %s (%.0f kB) in %.2f s", method,
+                "per channel" if per_channel else "per tensor", len(list(exclude)), dst_path.name,
+                dst_path.stat().st_size / 1024, time.perf_counter() - started)
+    return dst_path
+
+
+# -- the whole stage ------------------------------------------------------------------------------
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def quantize_model(
+    src: Path,
+    dst: Path,
+    *,
+    calib_dir: Path,
+    labels: Path | None = None,
+    val_dir: Path | None = None,
+    budget: float | None = None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    class_map: dict | None = None,
+    search: bool = True,
+    max_search_s: float = 900.0,
+    sensitivity_images: int = 2,
+    threads: int | None = None,
+) -> dict:
+    """Quantize a stamped float model to INT8 within an accuracy budget; returns the report dict.
+
+    Calibrates on the photos of ``calib_dir``, measures the INT8 model against FP32 on ``val_dir``
+    (default: a deterministic half of ``calib_dir``, the other half calibrating), by mAP@0.5 when
+    ``labels`` are given, else by agreement with FP32. When the drop exceeds ``budget`` (default
+    1.0 mAP point, or 5 agreement points), the most harmful quantizations are kept in float until
+    it fits (:mod:`export.sensitivity`), for at most ``max_search_s`` seconds.
+
+    Args:
+        src: float ONNX file with a model card.
+        dst: where to write the INT8 file (its card gets a ``quantization`` summary).
+        calib_dir: calibration photos, ideally from the camera the model will run on.
+        labels: COCO json or YOLO labels folder for the held-out photos.
+        val_dir: held-out photos (default: half of ``calib_dir``).
+        budget: largest acceptable drop, in points (mAP@0.5 x 100, or agreement percent).
+        method: calibration method: minmax, percentile or entropy.
+        per_channel: one weight scale per output channel (default) or one per tensor.
+        class_map: label renaming between the model's and the labels' class names.
+        search: search for nodes to keep in float when the drop exceeds the budget.
+        max_search_s: time cap of the search (ranking included).
+        sensitivity_images: calibration photos the sensitivity ranking runs on.
+        threads: onnxruntime threads for the measurements.
+
+    Raises:
+        ExportError: bad inputs (too few photos, no card), or a stage failed.
+        MissingExtraError: the export extra is not installed.
+        ValueError: an unknown method or a bad argument.
+    """
+    from edge.inference.card import ModelCard, read_card, write_card
+    from export.calibration import ImageReader, check_count, list_images, split_images
+    from export.graph import load_graph
+    from export.measure import load_labels, resolve_class_map
+    from export.objective import Objective, default_budget
+    from export.prepare import prepare
+    from export.sensitivity import rank_units
+    from export.sensitivity import search as run_search
+
+    _method(method)
+    if budget is not None and budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if sensitivity_images < 1:
+        raise ValueError(f"sensitivity_images must be >= 1, got {sensitivity_images}")
+    src, dst, calib_dir = Path(src), Path(dst), Path(calib_dir)
+    if not src.is_file():
+        raise ExportError(f"model file not found: {src}")
+    if src.resolve() == dst.resolve():
+        raise ExportError("the INT8 output must not overwrite the float model")
+    started = time.perf_counter()
+    card = read_card(src)
+    photos = list_images(calib_dir)
+    if val_dir is None:
+        calib, held_out = split_images(photos, root=calib_dir)
+        val_root = calib_dir
+        check_count(len(calib), f"the calibration half of {calib_dir} ({len(photos)} photos split 50/50)")
+    else:
+        calib, val_root = photos, Path(val_dir)
+        held_out = list_images(val_root)
+        check_count(len(calib), f"the calibration set {calib_dir}")
+    if not held_out:
+        raise ExportError(f"no held-out photos to measure the INT8 model on ({val_root})")
+    mapping = resolve_class_map(class_map)
+    try:
+        gt = load_labels(labels, val_root) if labels is not None else None
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+
+    with TemporaryDirectory(prefix="wildedge-quantize-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        prepared = prepare(src, tmp / "prepared.onnx")
+        graph = load_graph(prepared)
+        tail = graph.float_tail()
+        reader = ImageReader(calib, card, graph.model.graph.input[0].name)
+        cache = tmp / "calibration.json"
+
+        def quantize_with(extra: set[str], tag: str) -> Path:
+            return quantize_file(prepared, tmp / f"int8_{tag}.onnx", reader, method=method,
+                                 per_channel=per_channel, exclude=[*tail, *sorted(extra - set(tail))], cache=cache)
+
+        calibrated = time.perf_counter()
+        plain = quantize_with(set(), "plain")
+        calibration_s = time.perf_counter() - calibrated
+        try:
+            objective = Objective(src, held_out, val_root, gt=gt, class_map=mapping, threads=threads)
+        except ValueError as err:
+            raise ExportError(str(err)) from err
+        limit = default_budget(objective.metric) if budget is None else budget
+        plain_score = objective(plain)
+        logger.info("plain INT8 (decode tail in float): %s %.2f vs FP32 %.2f, drop %.2f (budget %.2f)",
+                    plain_score.metric, plain_score.int8, plain_score.fp32, plain_score.drop, limit)
+        final, final_score, searched, ranking = plain, plain_score, None, []
+        search_started = time.perf_counter()
+        if plain_score.drop > limit and search:
+            tensors = []
+            reader.rewind()
+            while len(tensors) < sensitivity_images and (item := reader.get_next()) is not None:
+                tensors.append(item[reader.input_name])
+            ranking = rank_units(prepared, plain, tensors, graph, skip=set(tail), threads=threads,
+                                 max_seconds=max_search_s / 2)
+            remaining = max(0.0, max_search_s - (time.perf_counter() - search_started))
+            searched = run_search(ranking, quantize=quantize_with, objective=objective, budget=limit,
+                                  max_seconds=remaining)
+            if searched.path is not None and searched.score is not None and searched.score.drop < plain_score.drop:
+                final, final_score = searched.path, searched.score
+        search_s = time.perf_counter() - search_started
+        float_nodes = list(dict.fromkeys([*tail, *(searched.nodes if searched and final is searched.path else [])]))
+        kept = [n for n in float_nodes if n not in set(tail)]
+        within = final_score.drop <= limit
+        if not within:
+            logger.warning("INT8 drop %.2f exceeds the budget %.2f%s", final_score.drop, limit,
+                           "" if search else " (search disabled)")
+        summary = {
+            "format": "QDQ",
+            "weights": f"uint8 symmetric {'per channel' if per_channel else 'per tensor'}",
+            "activations": "uint8 asymmetric per tensor",
+            "method": method,
+            "per_channel": per_channel,
+            "calibration_images": len(calib) - len(reader.failed),
+            "float_nodes": {"count": len(float_nodes), "tail": tail, "searched": kept},
+            "budget": {"metric": final_score.metric, "max_drop": limit},
+            "fp32": round(final_score.fp32, 3),
+            "int8": round(final_score.int8, 3),
+            "drop": round(final_score.drop, 3),
+            "within_budget": within,
+            "held_out_images": len(held_out),
+            "size_bytes": {"fp32": _size(src), "int8": _size(final)},
+            "onnxruntime": _ort_version(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        # The card states the file's own size, which the card changes: write until they agree.
+        for _ in range(4):
+            write_card(final, dst, ModelCard.model_validate({**card.model_dump(), "quantization": summary}))
+            if _size(dst) == summary["size_bytes"]["int8"]:
+                break
+            summary["size_bytes"]["int8"] = _size(dst)
+    report = {
+        "input": str(src), "output": str(dst), "task": card.task,
+        "quantization": summary,
+        "plain": plain_score.to_dict(),
+        "final": final_score.to_dict(),
+        "float_nodes": [{"name": n, "op_type": info.op_type, "index": info.index, "tail": n in set(tail)}
+                        for n in float_nodes for info in [graph.info(n)]],
+        "graph_nodes": len(graph.nodes),
+        "ranking": [u.to_dict() for u in ranking[:50]],
+        "search": searched.to_dict() if searched else None,
+        "timings_s": {"calibration": round(calibration_s, 2), "search": round(search_s, 2),
+                      "total": round(time.perf_counter() - started, 2)},
+        "calibration_files": [str(p) for p in calib],
+        "held_out_files": [str(p) for p in held_out],
+        "skipped_images": list(reader.failed),
+    }
+    logger.info("quantized %s -> %s (%.0f -> %.0f kB) in %.1f s; %s drop %.2f (budget %.2f)", src.name, dst.name,
+                _size(src) / 1024, _size(dst) / 1024, time.perf_counter() - started, final_score.metric,
+                final_score.drop, limit)
+    return report
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
