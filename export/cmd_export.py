@@ -152,8 +152,8 @@ def _print_summary(report: dict[str, Any]) -> None:
     parity = fp32["parity"]
     if parity is not None:
         parts = "; ".join(f"{p['part']} max abs diff {p['max_abs']:.3g}{' ' + p['unit'] if p['unit'] else ''}"
-                          f" (relative {p['max_rel']:.2g}, tolerance {p['tolerance']:.3g})"
-                          for p in parity["parts"])
+                          f" (mean {p['mean_abs']:.2g}, relative {p['max_rel']:.2g}, tolerance "
+                          f"{p['tolerance']:.3g})" for p in parity["parts"])
         where = "synthetic frames (pass --check-images DIR for photos)" if parity["synthetic"] else \
             f"{len(parity['images'])} photos"
         typer.echo(f"parity vs torch on {where}: {parts}: ok")

@@ -9,7 +9,6 @@ Conv/ConvTranspose/MatMul/Gemm, so it needs no per-model list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Learned layers: the walk back from the outputs stops at these.
@@ -84,10 +83,6 @@ class Graph:
             stack.extend(name for name in node.input if name and name not in self.initializers)
         return [node.name for node in self.nodes if node.name in found]
 
-    def quantizable(self, op_types: Iterable[str]) -> list[str]:
-        """Names of the nodes whose op type onnxruntime can quantize, in graph order."""
-        wanted = set(op_types)
-        return [node.name for node in self.nodes if node.op_type in wanted]
 
 
 def load_graph(path) -> Graph:

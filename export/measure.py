@@ -226,29 +226,37 @@ def classification_agreement(reference: Sequence[list[tuple[int, float]]],
 
 
 # -- latency ------------------------------------------------------------------------------------
-def model_latency(model: str | os.PathLike[str], tensor: np.ndarray, *, threads: int | None = None,
-                  runs: int = 50, warmup: int = 5) -> float:
-    """Median milliseconds of ``session.run`` on ``tensor`` alone (no decode, no NMS)."""
+def paired_latency(models: Sequence[str | os.PathLike[str]], tensor: np.ndarray, *, threads: int | None = None,
+                   runs: int = 50, warmup: int = 5) -> list[float]:
+    """Median milliseconds of ``session.run`` on ``tensor`` alone (no decode, no NMS), per model.
+
+    The models' runs alternate, so a change in the machine's load during the measurement hits them
+    alike and their ratio stays fair.
+    """
     import onnxruntime as ort
 
     from edge.inference.session import session_options
 
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    try:
-        session = ort.InferenceSession(str(model), sess_options=session_options(threads=threads),
-                                       providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises untyped errors for bad graphs
-        raise ModelError(f"onnxruntime cannot load {model}: {err}") from err
-    feed = {session.get_inputs()[0].name: tensor}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
+    sessions = []
+    for model in models:
+        try:
+            sessions.append(ort.InferenceSession(str(model), sess_options=session_options(threads=threads),
+                                                 providers=["CPUExecutionProvider"]))
+        except Exception as err:  # onnxruntime raises untyped errors for bad graphs
+            raise ModelError(f"onnxruntime cannot load {model}: {err}") from err
+    feeds = [{s.get_inputs()[0].name: tensor} for s in sessions]
+    for session, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            session.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+        for k, (session, feed) in enumerate(zip(sessions, feeds)):
+            started = time.perf_counter()
+            session.run(None, feed)
+            times[k].append(time.perf_counter() - started)
+    return [statistics.median(t) * 1000 for t in times]
 
 
 def sample_tensor(files: Sequence[Path], card: ModelCard) -> np.ndarray:

@@ -23,11 +23,12 @@ logger = logging.getLogger(__name__)
 
 # With labels: the budget, one mAP@0.5 point.
 DEFAULT_MAP_BUDGET = 1.0
-# Without labels: at least 95 % of the FP32 detections (or top-1 answers) reproduced. Detections
-# near the card's threshold flip in and out with any change (a score of 0.31 becoming 0.29 loses a
-# detection at conf 0.3), so even a good INT8 model rarely reproduces every one; 95 % is what the
-# three bundled detectors reach once within their mAP budget (docs/quantization.md).
-DEFAULT_AGREEMENT_BUDGET = 5.0
+# Without labels: at least 90 % of the FP32 detections (or top-1 answers) reproduced. Detections
+# near the card's threshold flip in and out with any change (a score of 0.36 becoming 0.34 loses a
+# detection at conf 0.35), so even INT8 models within one mAP point of FP32 reproduce only 85 to
+# 96 % of them on 30 VOC photos, while a broken one (plain INT8 YOLOX-Nano) reproduces 40 to 44 %
+# (docs/quantization.md). 90 % separates the two and errs towards keeping more layers in float.
+DEFAULT_AGREEMENT_BUDGET = 10.0
 
 
 @dataclass(frozen=True, slots=True)

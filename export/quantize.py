@@ -67,12 +67,6 @@ class _QuietQuantizer(logging.Filter):
             logger.info("onnxruntime quantizer: %d warnings, e.g. %s", len(self.messages), self.messages[0])
 
 
-def quantizable_op_types() -> list[str]:
-    """Op types onnxruntime's QDQ quantizer handles (its registries)."""
-    registry = require("onnxruntime.quantization.registry")
-    return sorted(set(registry.QLinearOpsRegistry) | set(registry.QDQRegistry))
-
-
 def quantize_file(
     prepared: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -168,7 +162,7 @@ def quantize_model(
     Calibrates on the photos of ``calib_dir``, measures the INT8 model against FP32 on ``val_dir``
     (default: a deterministic half of ``calib_dir``, the other half calibrating), by mAP@0.5 when
     ``labels`` are given, else by agreement with FP32. When the drop exceeds ``budget`` (default
-    1.0 mAP point, or 5 agreement points), the most harmful quantizations are kept in float until
+    1.0 mAP point, or 10 agreement points), the most harmful quantizations are kept in float until
     it fits (:mod:`export.sensitivity`), for at most ``max_search_s`` seconds.
 
     Args:

@@ -2,9 +2,10 @@
 
 Ranking. Each quantized activation tensor and each quantized weight is one *unit*. A unit's
 sensitivity is the model's output SQNR (vs FP32, dB, lower is worse) when that unit alone is
-quantized and everything else stays float. All units are measured in one float graph in which
-every unit's fake quantization (the INT8 model's own scales and zero points) is switched on or off
-by a gate input, so the ranking costs one inference per unit and photo, not one quantization.
+quantized and everything else stays float. Units are measured in float graphs in which each
+unit's fake quantization (the INT8 model's own scales and zero points, or its dequantized weights)
+is switched on or off by a gate input, a few dozen units per graph, so the ranking costs one
+inference per unit and photo, not one quantization.
 
 Why not rank by each tensor's own rounding error (``qdq_loss_debug``'s local SQNR)? Because the
 damage is in what the network does with the noise: on YOLOX-Nano the stem's SiLU output rounds to
@@ -16,7 +17,8 @@ Keeping a unit in float. A tensor stays float only if no node around it asks for
 quantized, so a unit keeps in float the tensor's producer and all its consumers (a weight: its
 layer and that layer's consumers). Excluding a lone Conv is not enough: onnxruntime's optimizer
 re-quantizes a float Conv that sits between a DequantizeLinear and a QuantizeLinear
-(WeightBiasQuantization, per tensor), which on YOLOX-Nano costs 75 mAP points instead of saving any.
+(WeightBiasQuantization, per tensor): keeping YOLOX-Nano's first two convs in float that way took
+its mAP@0.5 from 47 (plain INT8) to 0.2.
 
 Search. Keep the k most harmful units in float for k = 1, 2, 4, 8 ... (re-quantizing from the one
 calibration each time and measuring the real drop) until the drop fits the budget, then bisect k
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 GATES = "wildedge_gates"
 MAX_SQNR_DB = 100.0
+CHUNK = 32  # gates per gated graph (see rank_units)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,54 +110,63 @@ def _dequantized_weights(float_model, int8_model) -> dict[str, np.ndarray]:
     return found
 
 
-def build_gated(float_model, int8_model, graph: Graph) -> tuple[Any, list[tuple[str, str]]]:
-    """A copy of ``float_model`` in which each unit's fake quantization is gated by ``GATES[k]``.
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What one gate switches: an activation's fake quantization, or a layer's dequantized weights."""
 
-    Returns the model and the units' ``(kind, name)`` in gate order.
-    """
+    kind: str  # "activation" or "weights"
+    name: str  # the tensor, or the layer(s) using the weights (comma-separated)
+    qparams: tuple[Any, Any] | None = None  # activation: (scale, zero point) initializers
+    weights: tuple[tuple[str, np.ndarray], ...] = ()  # weights: (float initializer, dequantized value)
+
+
+def list_gates(float_model, int8_model, graph: Graph) -> list[Gate]:
+    """Every quantization of ``int8_model`` that can be switched on alone in ``float_model``."""
+    produced = {out for node in float_model.graph.node for out in node.output}
+    produced |= {i.name for i in float_model.graph.input}
+    float_inits = {init.name for init in float_model.graph.initializer}
+    gates = [Gate("activation", t, qparams=p) for t, p in _activation_qparams(int8_model).items()
+             if t in produced and t not in float_inits]
+    # One gate per layer: its weight and bias are quantized (and undone) together.
+    layers: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for weight, value in _dequantized_weights(float_model, int8_model).items():
+        users = ",".join(node.name for node in graph.consumers.get(weight, [])) or weight
+        layers.setdefault(users, []).append((weight, value))
+    gates += [Gate("weights", users, weights=tuple(pairs)) for users, pairs in layers.items()]
+    return gates
+
+
+def build_gated(float_model, gates: Sequence[Gate]):
+    """A copy of ``float_model`` in which ``gates[k]`` is switched on by the input ``GATES[k]``."""
     onnx = require("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
     g = model.graph
-    produced = {out for node in g.node for out in node.output} | {i.name for i in g.input}
-    float_inits = {init.name for init in g.initializer}
-    qparams = {t: p for t, p in _activation_qparams(int8_model).items() if t in produced and t not in float_inits}
-    dequantized = _dequantized_weights(float_model, int8_model)
-    keys: list[tuple[str, str]] = []
     chains: dict[str, list] = {}  # tensor -> the gate nodes to insert right after it is produced
     rename: dict[str, str] = {}
-    for tensor, (scale, zero) in qparams.items():
-        k = len(keys)
-        keys.append(("activation", tensor))
-        s, z, idx = f"wg_s{k}", f"wg_z{k}", f"wg_i{k}"
-        g.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(scale), s),
-                              numpy_helper.from_array(numpy_helper.to_array(zero), z),
-                              numpy_helper.from_array(np.array(k, dtype=np.int64), idx)])
-        out = f"{tensor}_wg"
-        chains[tensor] = [
-            helper.make_node("QuantizeLinear", [tensor, s, z], [f"{out}_q"], name=f"{out}_Q"),
-            helper.make_node("DequantizeLinear", [f"{out}_q", s, z], [f"{out}_dq"], name=f"{out}_DQ"),
-            helper.make_node("Gather", [GATES, idx], [f"{out}_gate"], axis=0, name=f"{out}_Gate"),
-            helper.make_node("Where", [f"{out}_gate", f"{out}_dq", tensor], [out], name=f"{out}_Where"),
-        ]
-        rename[tensor] = out
-    # One gate per layer: its weight and bias are quantized (and undone) together.
-    layers: dict[str, list[str]] = {}
-    for weight in dequantized:
-        users = ",".join(node.name for node in graph.consumers.get(weight, [])) or weight
-        layers.setdefault(users, []).append(weight)
     weight_nodes = []
-    for users, weights in layers.items():
-        k = len(keys)
-        keys.append(("weights", users))
+    for k, gate in enumerate(gates):
         idx = f"wg_i{k}"
         g.initializer.append(numpy_helper.from_array(np.array(k, dtype=np.int64), idx))
+        if gate.kind == "activation":
+            scale, zero = gate.qparams
+            tensor, s, z, out = gate.name, f"wg_s{k}", f"wg_z{k}", f"{gate.name}_wg"
+            g.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(scale), s),
+                                  numpy_helper.from_array(numpy_helper.to_array(zero), z)])
+            chains[tensor] = [
+                helper.make_node("QuantizeLinear", [tensor, s, z], [f"{out}_q"], name=f"{out}_Q"),
+                helper.make_node("DequantizeLinear", [f"{out}_q", s, z], [f"{out}_dq"], name=f"{out}_DQ"),
+                helper.make_node("Gather", [GATES, idx], [f"{out}_gate"], axis=0, name=f"{out}_Gate"),
+                helper.make_node("Where", [f"{out}_gate", f"{out}_dq", tensor], [out], name=f"{out}_Where"),
+            ]
+            rename[tensor] = out
+            continue
         weight_nodes.append(helper.make_node("Gather", [GATES, idx], [f"wg_gate{k}"], axis=0, name=f"wg_Gate{k}"))
-        for weight in weights:
+        for weight, value in gate.weights:
             dq, out = f"{weight}_wg_dq", f"{weight}_wg"
-            g.initializer.append(numpy_helper.from_array(dequantized[weight], dq))
+            g.initializer.append(numpy_helper.from_array(value, dq))
             weight_nodes.append(helper.make_node("Where", [f"wg_gate{k}", dq, weight], [out], name=f"{out}_Where"))
             rename[weight] = out
     nodes = list(g.node)
@@ -170,10 +182,10 @@ def build_gated(float_model, int8_model, graph: Graph) -> tuple[Any, list[tuple[
         for out in node.output:
             g.node.extend(chains.get(out, []))
     for out in g.output:
-        if out.name in rename and out.name in qparams:
+        if out.name in chains:
             out.name = rename[out.name]
-    g.input.append(helper.make_tensor_value_info(GATES, TensorProto.BOOL, [len(keys)]))
-    return model, keys
+    g.input.append(helper.make_tensor_value_info(GATES, TensorProto.BOOL, [len(gates)]))
+    return model
 
 
 def _unit_nodes(kind: str, name: str, graph: Graph) -> set[str]:
@@ -215,11 +227,14 @@ def rank_units(
     skip: set[str] = frozenset(),
     threads: int | None = None,
     max_seconds: float | None = None,
+    chunk: int = CHUNK,
 ) -> list[Unit]:
     """Every unit of ``int8`` with its output SQNR when quantized alone, most harmful first.
 
-    Units whose nodes are all in ``skip`` (already float) are left out. When ``max_seconds`` runs
-    out, the units not measured yet are ranked last, in graph order.
+    Units whose nodes are all in ``skip`` (already float) are left out. The gates go into the float
+    graph ``chunk`` at a time: every gate costs each run a Where and a copy, so a graph holding all
+    of them runs several times slower than one holding a few dozen. When ``max_seconds`` runs out,
+    the units not measured yet are ranked last, in graph order.
     """
     onnx = require("onnx")
     import onnxruntime as ort
@@ -228,33 +243,41 @@ def rank_units(
 
     if not tensors:
         raise ValueError("rank_units needs at least one input tensor")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     started = time.perf_counter()
-    model, keys = build_gated(onnx.load(str(prepared)), onnx.load(str(int8)), graph)
-    units = [(kind, name, _unit_nodes(kind, name, graph)) for kind, name in keys]
-    todo = [k for k, (_, _, nodes) in enumerate(units) if nodes - skip]
+    float_model = onnx.load(str(prepared))
+    gates = list_gates(float_model, onnx.load(str(int8)), graph)
+    nodes = [_unit_nodes(gate.kind, gate.name, graph) for gate in gates]
+    todo = [k for k, unit_nodes in enumerate(nodes) if unit_nodes - skip]
+    options = session_options(threads=threads)
+    scores: dict[int, float] = {}
+    reference = None
     with TemporaryDirectory(prefix="wildedge-sensitivity-") as tmp:
-        path = Path(tmp) / "gated.onnx"
-        onnx.save(model, str(path))
-        options = session_options(threads=threads)
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    image_input = next(i.name for i in session.get_inputs() if i.name != GATES)
+        for first in range(0, len(todo), chunk):
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                logger.warning("sensitivity: time cap of %.0f s reached after %d of %d units", max_seconds,
+                               len(scores), len(todo))
+                break
+            part = todo[first:first + chunk]
+            path = Path(tmp) / "gated.onnx"
+            onnx.save(build_gated(float_model, [gates[k] for k in part]), str(path))
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            image_input = next(i.name for i in session.get_inputs() if i.name != GATES)
 
-    def run(gates: np.ndarray) -> list[list[np.ndarray]]:
-        return [session.run(None, {image_input: t, GATES: gates}) for t in tensors]
+            def run(on: int | None) -> list[list[np.ndarray]]:
+                switch = np.zeros(len(part), bool)
+                if on is not None:
+                    switch[on] = True
+                return [session.run(None, {image_input: t, GATES: switch}) for t in tensors]
 
-    reference = run(np.zeros(len(keys), bool))
-    scores = {}
-    for k in todo:
-        if max_seconds is not None and time.perf_counter() - started > max_seconds:
-            logger.warning("sensitivity: time cap of %.0f s reached after %d of %d units", max_seconds,
-                           len(scores), len(todo))
-            break
-        gates = np.zeros(len(keys), bool)
-        gates[k] = True
-        scores[k] = _sqnr(reference, run(gates))
+            if reference is None:
+                reference = run(None)
+            for j, k in enumerate(part):
+                scores[k] = _sqnr(reference, run(j))
     order = {name: i for i, name in enumerate(graph.index)}
     ranked = sorted(todo, key=lambda k: (scores.get(k, math.inf), k))
-    out = [Unit(units[k][1], units[k][0], tuple(sorted(units[k][2] - skip, key=order.get)),
+    out = [Unit(gates[k].name, gates[k].kind, tuple(sorted(nodes[k] - skip, key=order.get)),
                 scores.get(k, math.inf)) for k in ranked]
     logger.info("sensitivity: %d units on %d photos in %.1f s; worst: %s", len(out), len(tensors),
                 time.perf_counter() - started,

@@ -91,8 +91,8 @@ def _photo_batch(photos: list[Path], size: int):
     import torch
 
     from edge.imaging import read_image
-    from edge.inference.presets import build_card
     from edge.inference.preprocess import preprocess
+    from edge.inference.presets import build_card
 
     if not photos:
         return torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(1))

@@ -197,9 +197,9 @@ def test_int8_over_budget_exits_1_and_passes_the_options_on(tmp_path, class_labe
     coco = tmp_path / "calib.json"
     coco.write_text("{}")
     out = tmp_path / "m.onnx"
-    result = _invoke("export", "classifier", weights, "--arch", "mobilenet_v3_small", "--labels", class_labels,
-                     "-o", out, "--int8", "--calib", photos, "--calib-labels", coco, "--budget", "1",
-                     "--method", "entropy")
+    result = _invoke("export", "classifier", weights, "--arch", "mobilenet_v3_small",
+                     "--labels", class_labels, "-o", out, "--int8", "--calib", photos,
+                     "--calib-labels", coco, "--budget", "1", "--method", "entropy")
     assert result.exit_code == 1, result.output
     assert "drop 3.5 agreement points (budget 1.0), OVER BUDGET" in result.stdout
     assert result.stderr.startswith("error: the INT8 model is outside the accuracy budget")

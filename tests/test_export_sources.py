@@ -330,6 +330,7 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", store)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
 
 
@@ -375,6 +376,7 @@ def test_missing_extra_is_one_line_naming_the_pip_command(monkeypatch, tmp_path)
         return real(name, *args)
 
     monkeypatch.setattr(export.deps.importlib, "import_module", without_torch)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # the MLflow source sets it when unset
     weights = tmp_path / "r.pth"
     weights.write_bytes(b"x")
     one_line = r"^torchvision is not installed: pip install 'wildedge\[export\]'$"

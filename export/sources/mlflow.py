@@ -7,6 +7,7 @@ The artefacts are downloaded with MLflow's own API (which reads ``MLFLOW_TRACKIN
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from edge.errors import ExportError
@@ -35,6 +36,8 @@ def download(uri: str, dst_dir: Path, *, tracking_uri: str | None = None) -> Pat
         MissingExtraError: mlflow is not installed.
         ExportError: MLflow cannot resolve or download ``uri``, or it holds no or several model files.
     """
+    # MLflow sends usage telemetry to its developers unless told not to; a download asks for no upload.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     artifacts = require("mlflow.artifacts")
     exceptions = require("mlflow.exceptions")
     try:

@@ -203,6 +203,7 @@ def load(
     module, decoder = _prepare(raw, end2end=end2end)
     if decoder == "ultralytics" and getattr(raw.model[-1], "one2one_cv2", None) is not None:
         notes.append("one-to-many head exported (end2end=False): NMS runs on the device")
-    card = make_card(decoder, labels=names, input_size=(size, size), name=Path(text).stem, source=path, url=url)
+    card = make_card(decoder, labels=names, input_size=(size, size), name=Path(text).stem, source=path,
+                     url=url)
     logger.info("loaded Ultralytics %s (%s head, %d classes) from %s", arch, decoder, len(names), path)
     return LoadedModel("detect", card, "ultralytics", arch, path, module=module, notes=notes)
