@@ -55,10 +55,7 @@ def run_one(name: str, assets: Path, tmp: Path, calib: Path, held: Path, method:
     stamp_file(assets / model, fp32, preset=preset, labels=read_labels(assets / labels))
     int8 = tmp / f"{preset}.int8.onnx"
     report = quantize_model(fp32, int8, calib_dir=calib, labels=assets / COCO_JSON, val_dir=held,
-                            method=method, class_map={"aeroplane": "airplane", "motorbike": "motorcycle",
-                                                      "sofa": "couch", "tvmonitor": "tv",
-                                                      "pottedplant": "potted plant", "diningtable": "dining table"},
-                            threads=threads)
+                            method=method, class_map="voc2coco", threads=threads)
     on_held = verify(fp32, int8, held, labels=assets / COCO_JSON, class_map="voc2coco", threads=threads, runs=100,
                      bootstrap=bootstrap)
     on_calib = verify(fp32, int8, calib, labels=assets / COCO_JSON, class_map="voc2coco", threads=threads, runs=20)

@@ -92,7 +92,8 @@ def quantize(
                    f"{_kb(summary['size_bytes']['int8'])})")
         typer.echo(f"  calibration: {summary['calibration_images']} photos, {summary['method']}, weights "
                    f"{summary['weights']}, activations {summary['activations']} ({times['calibration']:.1f} s)")
-        typer.echo(f"  {final['metric']} on {summary['held_out_images']} held-out photos: FP32 {final['fp32']:.2f}, "
+        metric = {"map50": "mAP@0.5 x100", "agreement": "agreement %", "top1": "top-1 agreement %"}[final["metric"]]
+        typer.echo(f"  {metric} on {summary['held_out_images']} held-out photos: FP32 {final['fp32']:.2f}, "
                    f"plain INT8 {plain['int8']:.2f} (drop {plain['drop']:.2f}), final INT8 {final['int8']:.2f} "
                    f"(drop {final['drop']:.2f}, budget {summary['budget']['max_drop']:.2f})")
         typer.echo(f"  kept in float: {len(floats['tail'])} decode-tail nodes"

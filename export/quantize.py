@@ -246,7 +246,7 @@ def quantize_model(
         plain_score = objective(plain)
         logger.info("plain INT8 (decode tail in float): %s %.2f vs FP32 %.2f, drop %.2f (budget %.2f)",
                     plain_score.metric, plain_score.int8, plain_score.fp32, plain_score.drop, limit)
-        final, final_score, searched, ranking = plain, plain_score, None, []
+        final, final_score, searched, ranking, kept = plain, plain_score, None, [], []
         search_started = time.perf_counter()
         if plain_score.drop > limit and search:
             tensors = []
@@ -259,10 +259,10 @@ def quantize_model(
             searched = run_search(ranking, quantize=quantize_with, objective=objective, budget=limit,
                                   max_seconds=remaining)
             if searched.path is not None and searched.score is not None and searched.score.drop < plain_score.drop:
-                final, final_score = searched.path, searched.score
+                final, final_score, kept = searched.path, searched.score, searched.nodes
         search_s = time.perf_counter() - search_started
-        float_nodes = list(dict.fromkeys([*tail, *(searched.nodes if searched and final is searched.path else [])]))
-        kept = [n for n in float_nodes if n not in set(tail)]
+        float_nodes = list(dict.fromkeys([*tail, *kept]))
+        kept = [n for n in float_nodes if n not in set(tail)]  # the search's nodes, in rank order
         within = final_score.drop <= limit
         if not within:
             logger.warning("INT8 drop %.2f exceeds the budget %.2f%s", final_score.drop, limit,

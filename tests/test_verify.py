@@ -17,7 +17,7 @@ from edge.cli import app
 from edge.errors import ExportError
 from edge.inference.detector import Detection
 from export.calibration import list_images
-from export.measure import classification_agreement, detection_agreement, resolve_class_map
+from export.measure import classification_agreement, detection_agreement
 from export.verify import verify
 
 VOC = "voc2007_labeled"
