@@ -48,14 +48,14 @@ def _copy(files: list[Path], dst: Path) -> Path:
 
 
 def run_one(name: str, assets: Path, tmp: Path, calib: Path, held: Path, method: str, threads: int | None,
-            bootstrap: int) -> dict:
+            bootstrap: int, types: str = "auto") -> dict:
     """Stamp, quantize, verify one detector; a row of the results."""
     model, preset, labels = DETECTORS[name]
     fp32 = tmp / f"{preset}.onnx"
     stamp_file(assets / model, fp32, preset=preset, labels=read_labels(assets / labels))
     int8 = tmp / f"{preset}.int8.onnx"
     report = quantize_model(fp32, int8, calib_dir=calib, labels=assets / COCO_JSON, val_dir=held,
-                            method=method, class_map="voc2coco", threads=threads)
+                            method=method, class_map="voc2coco", threads=threads, types=types)
     on_held = verify(fp32, int8, held, labels=assets / COCO_JSON, class_map="voc2coco", threads=threads, runs=100,
                      bootstrap=bootstrap)
     on_calib = verify(fp32, int8, calib, labels=assets / COCO_JSON, class_map="voc2coco", threads=threads, runs=20)
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assets", type=Path, default=os.environ.get("WILDEDGE_ASSETS") or beside,
                         help="the shared assets folder (default: $WILDEDGE_ASSETS, else ../shared/assets)")
     parser.add_argument("--method", default="minmax", choices=("minmax", "percentile", "entropy"))
+    parser.add_argument("--types", default="auto", choices=("auto", "u8s8", "u8u8", "s8s8"),
+                        help="activation x weight integer types")
     parser.add_argument("--models", default="yolox,nanodet,fastestdet", help="comma-separated: yolox, nanodet, fastestdet")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: cores, at most 4)")
     parser.add_argument("--bootstrap", type=int, default=100,
@@ -143,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_dir)
         calib, held = _copy(calib_files, tmp / "calib"), _copy(held_files, tmp / "held_out")
         for name in names:
-            rows.append(run_one(name, args.assets, tmp, calib, held, args.method, args.threads, args.bootstrap))
-    print(f"onnxruntime {onnxruntime.__version__}, method {args.method}, {len(calib_files)} calibration / "
-          f"{len(held_files)} held-out photos, {time.perf_counter() - started:.0f} s\n")
+            rows.append(run_one(name, args.assets, tmp, calib, held, args.method, args.threads, args.bootstrap,
+                                args.types))
+    print(f"onnxruntime {onnxruntime.__version__}, method {args.method}, types {args.types}, "
+          f"{len(calib_files)} calibration / {len(held_files)} held-out photos, {time.perf_counter() - started:.0f} s\n")
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")

@@ -38,6 +38,12 @@ BudgetOpt = Annotated[Optional[float], typer.Option(
     help="Largest accuracy drop INT8 may cost, in points (mAP@0.5 x 100 with --calib-labels, else % "
          "agreement with FP32); past it, the most harmful layers stay in float.")]
 MethodOpt = Annotated[str, typer.Option(help="INT8 calibration method: minmax, entropy or percentile.")]
+TypesOpt = Annotated[str, typer.Option(
+    help="With --int8: activation x weight integers: auto (u8s8, or u8u8 on an x86 CPU without VNNI), u8s8 "
+         "(fast on ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI), s8s8.")]
+TargetLatencyOpt = Annotated[Optional[float], typer.Option(
+    help="With --int8: the model-only latency (ms) the deployment needs; the summary says which model, or "
+         "which --imgsz, meets it on this machine.")]
 CheckImagesOpt = Annotated[Optional[list[Path]], typer.Option(
     "--check-images", help="Photo folder for the FP32 parity check (repeatable); default: --calib, else "
                            "synthetic frames.")]
@@ -74,12 +80,13 @@ def fp32_path(output: Path) -> Path:
 
 
 def _quantize(fp32: Path, output: Path, *, calib: Path, calib_labels: Path | None, budget: float | None,
-              method: str) -> dict[str, Any]:
+              method: str, target_latency_ms: float | None = None, types: str = "auto") -> dict[str, Any]:
     try:
         from export.quantize import quantize_model
     except ImportError as err:
         raise WildedgeError(f"INT8 quantization is not available in this build: {err}") from err
-    return quantize_model(fp32, output, calib_dir=calib, labels=calib_labels, budget=budget, method=method)
+    return quantize_model(fp32, output, calib_dir=calib, labels=calib_labels, budget=budget, method=method,
+                          target_latency_ms=target_latency_ms, types=types)
 
 
 def export_model(
@@ -99,6 +106,8 @@ def export_model(
     calib_labels: Path | None = None,
     budget: float | None = None,
     method: str = "minmax",
+    target_latency_ms: float | None = None,
+    types: str = "auto",
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, export FP32 (and INT8), write the JSON report beside ``output``; returns it.
@@ -110,8 +119,8 @@ def export_model(
     """
     if int8 and calib is None:
         raise ValueError("--int8 needs --calib DIR (representative photos)")
-    if not int8 and any(v is not None for v in (calib, calib_labels, budget)):
-        raise ValueError("--calib, --calib-labels and --budget are INT8 options: add --int8")
+    if not int8 and any(v is not None for v in (calib, calib_labels, budget, target_latency_ms)):
+        raise ValueError("--calib, --calib-labels, --budget and --target-latency are INT8 options: add --int8")
     if imgsz is not None and imgsz < 8:
         raise ValueError(f"--imgsz must be at least 8, got {imgsz}")
     from export.sources import open_source
@@ -131,7 +140,7 @@ def export_model(
     if int8 and calib is not None:
         started = time.perf_counter()
         report["int8"] = _quantize(fp32.path, output, calib=calib, calib_labels=calib_labels, budget=budget,
-                                   method=method)
+                                   method=method, target_latency_ms=target_latency_ms, types=types)
         report["int8_seconds"] = round(time.perf_counter() - started, 3)
     from edge.inference.card import card_summary, read_card
 
@@ -167,6 +176,9 @@ def _print_summary(report: dict[str, Any]) -> None:
             drop = (f": drop {summary['drop']:g} {budget.get('metric', '')} points "
                     f"(budget {budget.get('max_drop', '-')}){over}")
         typer.echo(f"int8: {report['output']} ({size / 1e6:.2f} MB) in {report['int8_seconds']:.1f} s{drop}")
+        from export.cmd_quantize import print_latency_advice
+
+        print_latency_advice(report["int8"].get("latency"))
     typer.echo(f"report: {report_path(Path(report['output']))}")
 
 
@@ -203,6 +215,8 @@ def detector(
     calib_labels: CalibLabelsOpt = None,
     budget: BudgetOpt = None,
     method: MethodOpt = "minmax",
+    target_latency: TargetLatencyOpt = None,
+    types: TypesOpt = "auto",
     check_images: CheckImagesOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -214,7 +228,7 @@ def detector(
     """
     _run("detect", source, output, as_json, imgsz=imgsz, preset=preset, labels=labels, int8=int8,
          calib=calib, calib_labels=calib_labels, budget=budget, method=method, check_images=check_images,
-         cache_dir=cache_dir)
+         target_latency_ms=target_latency, types=types, cache_dir=cache_dir)
 
 
 def classifier(
@@ -236,6 +250,8 @@ def classifier(
     calib_labels: CalibLabelsOpt = None,
     budget: BudgetOpt = None,
     method: MethodOpt = "minmax",
+    target_latency: TargetLatencyOpt = None,
+    types: TypesOpt = "auto",
     check_images: CheckImagesOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -248,4 +264,4 @@ def classifier(
     _run("classify", source, output, as_json, arch=arch, labels=labels, imgsz=imgsz,
          mean=_triple(mean, "--mean"), std=_triple(std, "--std"), preset=preset, int8=int8, calib=calib,
          calib_labels=calib_labels, budget=budget, method=method, check_images=check_images,
-         cache_dir=cache_dir)
+         target_latency_ms=target_latency, types=types, cache_dir=cache_dir)

@@ -34,6 +34,12 @@ def _kb(size: int) -> str:
     return f"{size / 1024:,.0f} kB"
 
 
+def print_latency_advice(latency: dict[str, Any] | None) -> None:
+    """The latency comparison and its advice (export.guidance), two spaces in."""
+    for line in (latency or {}).get("advice", []):
+        typer.echo(f"  {line}")
+
+
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX model with a model card.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the INT8 model.")],
@@ -49,6 +55,9 @@ def quantize(
         help="Largest acceptable drop in points: mAP@0.5 x100 with --labels (default 1.0), else agreement "
              "percent (default 10.0).")] = None,
     method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or entropy.")] = "minmax",
+    types: Annotated[str, typer.Option(
+        help="Activation x weight integers: auto (u8s8, or u8u8 on an x86 CPU without VNNI), u8s8 (fast on "
+             "ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI, where u8s8 can saturate), s8s8.")] = "auto",
     per_tensor: Annotated[bool, typer.Option(
         "--per-tensor", help="One weight scale per tensor instead of per output channel.")] = False,
     class_map: Annotated[Optional[str], typer.Option(
@@ -57,6 +66,9 @@ def quantize(
         "--search/--no-search", help="Keep the most harmful layers in float until the drop fits the budget.")] = True,
     max_search: Annotated[float, typer.Option(help="Time cap of the search, seconds.")] = 900.0,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for the measurements.")] = None,
+    target_latency: Annotated[Optional[float], typer.Option(
+        help="Model-only latency (ms) the deployment needs: says which model, or which --imgsz, meets it "
+             "on this machine.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Quantize MODEL to INT8 (QDQ), keeping its accuracy within a budget; writes OUTPUT.report.json.
@@ -65,16 +77,18 @@ def quantize(
     is still written), 2 on a usage or model error.
     """
     try:
-        from export.quantize import METHODS, quantize_model
+        from export.quantize import METHODS, TYPES, quantize_model
     except WildedgeError as err:  # MissingExtraError: the export extra is not installed
         raise _fail(str(err)) from err
     if method not in METHODS:
         raise _fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if types not in TYPES:
+        raise _fail(f"--types must be one of {', '.join(TYPES)}, got {types!r}")
     try:
         report = quantize_model(
             model, output, calib_dir=calib, labels=labels, val_dir=val, budget=budget, method=method,
             per_channel=not per_tensor, class_map=class_map, search=search, max_search_s=max_search,
-            threads=threads,
+            threads=threads, target_latency_ms=target_latency, types=types,
         )
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err
@@ -100,6 +114,7 @@ def quantize(
                    + (f", {len(floats['searched'])} searched: {', '.join(floats['searched'][:12])}"
                       f"{' ...' if len(floats['searched']) > 12 else ''}" if floats["searched"] else "")
                    + (f" (search {times['search']:.1f} s)" if report["search"] else ""))
+        print_latency_advice(report.get("latency"))
         typer.echo(f"  done in {times['total']:.1f} s; report: {report_path}")
     if not summary["within_budget"]:
         typer.echo(f"warning: the drop {report['final']['drop']:.2f} exceeds the budget "
@@ -119,6 +134,8 @@ def verify(
     runs: Annotated[int, typer.Option(help="session.run calls per model for the latency median.")] = 50,
     bootstrap: Annotated[int, typer.Option(
         help="With --labels: resamples for a 90 % interval of the mAP@0.5 drop (0: none; ~0.5 s each).")] = 0,
+    target_latency: Annotated[Optional[float], typer.Option(
+        help="Model-only latency (ms) the deployment needs: says which model, or which --imgsz, meets it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Compare INT8 with FP32: mAP, recall, agreement, latency and size; writes INT8.verify.json."""
@@ -129,9 +146,15 @@ def verify(
     try:
         report = run_verify(fp32, int8, images, labels=labels, class_map=class_map, threads=threads, runs=runs,
                             bootstrap=bootstrap)
+        from edge.inference.card import read_card
+        from export.guidance import advise
+
+        advice = advise(report.fp32.latency_ms, report.int8.latency_ms, target_ms=target_latency,
+                        input_size=read_card(fp32).preprocess.input_size, threads=report.threads)
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err
     data = report.to_dict()
+    data["latency_advice"] = advice.to_dict()
     report_path = int8.with_name(int8.name + ".verify.json")
     data["report"] = str(report_path)
     _write_report(report_path, data)
@@ -164,3 +187,5 @@ def verify(
                    f"top-5 {ag.top5 if ag.top5 is not None else float('nan'):.3f}")
     typer.echo(f"  INT8/FP32 latency x{report.latency_ratio:.2f}, size x{report.size_ratio:.2f}; "
                f"done in {report.seconds:.1f} s; report: {report_path}")
+    for line in advice.lines[1:]:  # the first repeats the latency row above
+        typer.echo(f"  {line}")

@@ -22,7 +22,9 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import time
+from typing import Any
 from collections.abc import Iterable
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -37,6 +39,50 @@ METHODS = ("minmax", "percentile", "entropy")
 # Percentile calibration keeps 99.99 % of each tensor's values: the outlier-clipping that helps
 # YOLOX-Nano (0.42 recall vs 0.32 for MinMax in the assets' notes) without clipping real peaks.
 PERCENTILE = 99.99
+
+
+# Activation x weight integer types. u8s8 is onnxruntime's fast path on ARM64 and on x86 with VNNI
+# (AVX512-VNNI, AVX-VNNI): measured here (AMD EPYC with VNNI), YOLOv8n at 640 px runs x0.58 of FP32 on
+# one thread in u8s8, x0.96 in u8u8, x1.67 in s8s8. On x86 with AVX2 but no VNNI, u8s8 goes through
+# VPMADDUBSW, whose 16-bit sums saturate (FastestDet's output SQNR fell to 1.5 dB on such a machine,
+# docs/quantization.md): there u8u8 is exact, and "auto" picks it.
+TYPES = ("auto", "u8s8", "u8u8", "s8s8")
+_TYPE_NAMES = {"u8": "uint8", "s8": "int8"}
+
+
+def resolve_types(name: str, *, cpuinfo: str | None = None, arch: str | None = None) -> tuple[str, str]:
+    """The concrete integer types for ``name`` ("auto" or one of TYPES) and why."""
+    if name not in TYPES:
+        raise ValueError(f"integer types must be one of {', '.join(TYPES)}, got {name!r}")
+    if name != "auto":
+        return name, "chosen"
+    arch = (arch or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64", "i686", "x86"):
+        return "u8s8", f"{arch}: u8s8 kernels are exact and fastest"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    if flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}:
+        return "u8s8", "x86 with VNNI: u8s8 kernels are exact and fastest"
+    return "u8u8", ("x86 without VNNI: u8s8 kernels can saturate here, u8u8 is exact (for an ARM device, "
+                    "--types u8s8 is faster there; its accuracy measured on this machine reads low)")
+
+
+def _types(name: str) -> tuple[Any, Any]:
+    """(activation type, weight type) of onnxruntime.quantization for a TYPES name."""
+    quantization = require("onnxruntime.quantization")
+    u8, s8 = quantization.QuantType.QUInt8, quantization.QuantType.QInt8
+    table = {"u8s8": (u8, s8), "u8u8": (u8, u8), "s8s8": (s8, s8)}
+    if name not in table:
+        raise ValueError(f"integer types must be one of {', '.join(TYPES[1:])}, got {name!r}")
+    return table[name]
 
 
 def _method(name: str):
@@ -76,6 +122,7 @@ def quantize_file(
     per_channel: bool = True,
     exclude: Iterable[str] = (),
     cache: str | os.PathLike[str] | None = None,
+    types: str = "u8s8",
 ) -> Path:
     """Quantize a prepared float file (see :func:`export.prepare.prepare`) to QDQ INT8 at ``dst``.
 
@@ -84,6 +131,7 @@ def quantize_file(
         dst: where to write the INT8 file; it keeps ``prepared``'s model card.
         reader: calibration data (an :class:`export.calibration.ImageReader`); may be None when
             ``cache`` already holds the ranges.
+        types: activation x weight integer types (see TYPES).
         method: calibration method: minmax, percentile or entropy.
         per_channel: one weight scale per output channel (else per tensor).
         exclude: names of nodes to keep in float.
@@ -95,12 +143,13 @@ def quantize_file(
     """
     quantization = require("onnxruntime.quantization")
     calibrate = _method(method)
+    activation_type, weight_type = _types(types)
     src_path, dst_path = Path(prepared), Path(dst)
     if reader is None and (cache is None or not Path(cache).is_file()):
         raise ValueError("quantize_file needs a calibration reader or an existing calibration cache")
     if reader is not None and hasattr(reader, "rewind"):
         reader.rewind()
-    extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    extra = {"WeightSymmetric": True, "ActivationSymmetric": types == "s8s8"}
     if method == "percentile":
         extra["CalibPercentile"] = PERCENTILE
     started = time.perf_counter()
@@ -115,8 +164,8 @@ def quantize_file(
                 str(src_path), str(dst_path), reader,
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=per_channel,
-                activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QUInt8,
+                activation_type=activation_type,
+                weight_type=weight_type,
                 nodes_to_exclude=list(exclude),
                 calibrate_method=calibrate,
                 extra_options=extra,
@@ -156,6 +205,9 @@ def quantize_model(
     max_search_s: float = 900.0,
     sensitivity_images: int = 2,
     threads: int | None = None,
+    target_latency_ms: float | None = None,
+    latency_runs: int = 20,
+    types: str = "auto",
 ) -> dict:
     """Quantize a stamped float model to INT8 within an accuracy budget; returns the report dict.
 
@@ -179,6 +231,11 @@ def quantize_model(
         max_search_s: time cap of the search (ranking included).
         sensitivity_images: calibration photos the sensitivity ranking runs on.
         threads: onnxruntime threads for the measurements.
+        target_latency_ms: model-only latency the deployment needs; the report then says which
+            model (or input size) meets it on this machine.
+        latency_runs: timed runs per model for the latency comparison (0 skips it).
+        types: activation x weight integer types: auto (default: u8s8, or u8u8 on x86 without VNNI),
+            u8s8, u8u8 or s8s8.
 
     Raises:
         ExportError: bad inputs (too few photos, no card), or a stage failed.
@@ -195,8 +252,14 @@ def quantize_model(
     from export.sensitivity import search as run_search
 
     _method(method)
+    types, types_reason = resolve_types(types)
+    logger.info("integer types %s (%s)", types, types_reason)
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    if target_latency_ms is not None and target_latency_ms <= 0:
+        raise ValueError(f"the latency target must be > 0 ms, got {target_latency_ms}")
+    if latency_runs < 0:
+        raise ValueError(f"latency_runs must be >= 0, got {latency_runs}")
     if sensitivity_images < 1:
         raise ValueError(f"sensitivity_images must be >= 1, got {sensitivity_images}")
     src, dst, calib_dir = Path(src), Path(dst), Path(calib_dir)
@@ -233,7 +296,8 @@ def quantize_model(
 
         def quantize_with(extra: set[str], tag: str) -> Path:
             return quantize_file(prepared, tmp / f"int8_{tag}.onnx", reader, method=method,
-                                 per_channel=per_channel, exclude=[*tail, *sorted(extra - set(tail))], cache=cache)
+                                 per_channel=per_channel, exclude=[*tail, *sorted(extra - set(tail))], cache=cache,
+                                 types=types)
 
         calibrated = time.perf_counter()
         plain = quantize_with(set(), "plain")
@@ -269,8 +333,10 @@ def quantize_model(
                            "" if search else " (search disabled)")
         summary = {
             "format": "QDQ",
-            "weights": f"uint8 symmetric {'per channel' if per_channel else 'per tensor'}",
-            "activations": "uint8 asymmetric per tensor",
+            "types": types,
+            "types_reason": types_reason,
+            "weights": f"{_TYPE_NAMES[types[2:]]} symmetric {'per channel' if per_channel else 'per tensor'}",
+            "activations": f"{_TYPE_NAMES[types[:2]]} {'symmetric' if types == 's8s8' else 'asymmetric'} per tensor",
             "method": method,
             "per_channel": per_channel,
             "calibration_images": len(calib) - len(reader.failed),
@@ -291,6 +357,12 @@ def quantize_model(
             if _size(dst) == summary["size_bytes"]["int8"]:
                 break
             summary["size_bytes"]["int8"] = _size(dst)
+    latency = None
+    if latency_runs:
+        from export.guidance import measure
+
+        latency = measure(src, dst, held_out, target_ms=target_latency_ms, threads=threads,
+                          runs=latency_runs).to_dict()
     report = {
         "input": str(src), "output": str(dst), "task": card.task,
         "quantization": summary,
@@ -301,6 +373,7 @@ def quantize_model(
         "graph_nodes": len(graph.nodes),
         "ranking": [u.to_dict() for u in ranking[:50]],
         "search": searched.to_dict() if searched else None,
+        "latency": latency,
         "timings_s": {"calibration": round(calibration_s, 2), "search": round(search_s, 2),
                       "total": round(time.perf_counter() - started, 2)},
         "calibration_files": [str(p) for p in calib],
