@@ -31,7 +31,11 @@ class CaptureError(WildedgeError):
 
 
 class ImageReadError(CaptureError):
-    """One image or video could not be read or decoded."""
+    """One image or video could not be read or decoded; ``source`` names it when known."""
+
+    def __init__(self, message: str = "", *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class ModelError(WildedgeError):

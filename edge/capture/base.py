@@ -15,7 +15,8 @@ class Frame:
 
     ``image`` is BGR uint8 at full resolution. ``source`` is the file a folder camera read (absolute
     path) and None for live cameras. ``captured_at`` is UTC wall time (for a folder camera: the
-    file's modification time), ``monotonic`` boot-relative seconds at capture.
+    photo's EXIF capture time, else the file's modification time), ``monotonic`` boot-relative
+    seconds at capture.
     """
 
     image: np.ndarray
