@@ -1,0 +1,48 @@
+"""The device's local store: SQLite (WAL) event log and outbox, atomic image files, retention.
+
+SQLite is the single source of truth; see ``docs/store.md`` for the schema, the transaction
+boundaries and the retention order.
+"""
+
+from __future__ import annotations
+
+from edge.store.db import APPLICATION_ID, MIGRATIONS, Store
+from edge.store.images import encode_jpeg, image_relpath, resolve, save_jpeg, write_atomic
+from edge.store.records import (
+    DetectionRecord,
+    EventRecord,
+    FrameRecord,
+    OutboxDepth,
+    OutboxMessage,
+    OutboxRow,
+    from_iso,
+    new_uid,
+    to_iso,
+    uid_time,
+)
+from edge.store.retention import RetentionReport, can_save, enforce, free_space
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "DetectionRecord",
+    "EventRecord",
+    "FrameRecord",
+    "OutboxDepth",
+    "OutboxMessage",
+    "OutboxRow",
+    "RetentionReport",
+    "Store",
+    "can_save",
+    "encode_jpeg",
+    "enforce",
+    "free_space",
+    "from_iso",
+    "image_relpath",
+    "new_uid",
+    "resolve",
+    "save_jpeg",
+    "to_iso",
+    "uid_time",
+    "write_atomic",
+]

@@ -1,0 +1,461 @@
+"""The device's local store: one SQLite file in WAL mode, the single source of truth.
+
+Every result is committed here before anything else sees it; MQTT is a view of the ``outbox``
+table, and a message leaves it only when the broker confirmed it. One trigger (a burst of frames,
+its event and the event's messages) is one transaction, so after a crash or a power cut a burst
+is in the store whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge.errors import StoreError
+from edge.store.records import (
+    DetectionRecord,
+    EventRecord,
+    FrameRecord,
+    OutboxDepth,
+    OutboxMessage,
+    OutboxRow,
+    from_iso,
+    to_iso,
+)
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 10.0
+HEALTH_KEEP = 2000
+#: PRAGMA application_id of a wildedge store ("WEDG"): tells our file from any other SQLite file.
+APPLICATION_ID = 0x57454447
+
+#: MIGRATIONS[n] takes a store from schema version n to n + 1 (PRAGMA user_version). Append only:
+#: a shipped migration never changes, since devices in the field have already run it.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE frames (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL UNIQUE,
+            captured_at TEXT NOT NULL,
+            monotonic REAL NOT NULL,
+            boot_id TEXT NOT NULL,
+            clock_synced INTEGER NOT NULL,
+            trigger_reason TEXT NOT NULL,
+            burst_id TEXT NOT NULL,
+            burst_index INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            inference_ms REAL NOT NULL,
+            source TEXT UNIQUE,
+            image_path TEXT,
+            person INTEGER NOT NULL,
+            failure TEXT)""",
+        "CREATE INDEX frames_captured_at ON frames (captured_at)",
+        "CREATE INDEX frames_burst ON frames (burst_id)",
+        "CREATE INDEX frames_image ON frames (image_path) WHERE image_path IS NOT NULL",
+        """CREATE TABLE detections (
+            id INTEGER PRIMARY KEY,
+            frame_id INTEGER NOT NULL REFERENCES frames (id) ON DELETE CASCADE,
+            class_id INTEGER NOT NULL,
+            label TEXT NOT NULL,
+            score REAL NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            cls_id INTEGER, cls_label TEXT, cls_score REAL,
+            new INTEGER NOT NULL)""",
+        "CREATE INDEX detections_frame ON detections (frame_id)",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL UNIQUE,
+            burst_id TEXT NOT NULL,
+            captured_at TEXT NOT NULL,
+            monotonic REAL NOT NULL,
+            boot_id TEXT NOT NULL,
+            clock_synced INTEGER NOT NULL,
+            trigger_reason TEXT NOT NULL,
+            image_path TEXT,
+            best_frame_uid TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            delivered_at TEXT)""",
+        "CREATE INDEX events_captured_at ON events (captured_at)",
+        "CREATE INDEX events_burst ON events (burst_id)",
+        "CREATE INDEX events_image ON events (image_path) WHERE image_path IS NOT NULL",
+        # The foreign key makes deleting an event that still has queued messages impossible.
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            qos INTEGER NOT NULL,
+            retain INTEGER NOT NULL,
+            event_uid TEXT REFERENCES events (uid),
+            created_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX outbox_event ON outbox (event_uid) WHERE event_uid IS NOT NULL",
+        "CREATE TABLE health (id INTEGER PRIMARY KEY, at TEXT NOT NULL, snapshot TEXT NOT NULL)",
+    ),
+]
+_FRAME_COLS = ("uid, captured_at, monotonic, boot_id, clock_synced, trigger_reason, burst_id, burst_index, "
+               "width, height, inference_ms, source, image_path, person, failure")
+_EVENT_COLS = ("uid, burst_id, captured_at, monotonic, boot_id, clock_synced, trigger_reason, image_path, "
+               "best_frame_uid, summary")
+_MESSAGE_COLS = "topic, payload, qos, retain, event_uid, created_at, attempts"
+_OUTBOX_COLS = "seq, " + _MESSAGE_COLS
+
+
+class Store:
+    """The SQLite store; a context manager, safe to share between threads (one lock serialises use).
+
+    Args:
+        path: the database file; its folder is created.
+        images_dir: the image store (created); :class:`FrameRecord` image paths are relative to it.
+        health_keep: how many health snapshots to keep (the newest).
+        now: the wall clock for bookkeeping times (outbox ``created_at``, ``delivered_at``).
+
+    Raises:
+        StoreError: the folder is not writable, the file is not a wildedge store or is corrupt, or
+            its schema is newer than this code.
+    """
+
+    def __init__(self, path: Path, *, images_dir: Path, health_keep: int = HEALTH_KEEP,
+                 now: Callable[[], datetime] | None = None) -> None:
+        if health_keep < 1:
+            raise ValueError(f"health_keep must be >= 1, got {health_keep}")
+        self.path = Path(path)
+        self.images_dir = Path(images_dir)
+        self.health_keep = health_keep
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._lock = threading.RLock()
+        for folder in (self.path.parent, self.images_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create store folder {folder}: {err.strerror or err}") from err
+        self._conn = self._connect()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening -----------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE ... COMMIT), never implicit.
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                                   check_same_thread=False)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open store {self.path}: {err}") from err
+        conn.row_factory = sqlite3.Row
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if app_id != APPLICATION_ID and (app_id or version or tables):
+                raise StoreError(f"{self.path} is a SQLite database but not a wildedge store")
+            if version > len(MIGRATIONS):
+                raise StoreError(f"store {self.path} has schema version {version}, newer than this wildedge "
+                                 f"knows ({len(MIGRATIONS)}); upgrade wildedge or use another state_dir")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"store {self.path}: the filesystem does not support WAL mode (got {mode})")
+            # WAL with synchronous=NORMAL survives a crash uncorrupted but may lose the last commits on
+            # a power cut (the WAL is synced only at checkpoints). FULL syncs the WAL at every commit,
+            # so a committed burst, which the daemon treats as done, is still there after the cut.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # Cap the WAL left on disk after a checkpoint: SD cards are small.
+            conn.execute("PRAGMA journal_size_limit=67108864")
+        except sqlite3.Error as err:
+            conn.close()
+            # "file is not a database", "database disk image is malformed", "readonly database", ...
+            raise StoreError(f"cannot open store {self.path}: {err}") from err
+        except StoreError:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self) -> None:
+        """Apply the migrations this file has not seen yet, each in its own transaction."""
+        if self.query("PRAGMA user_version")[0][0] >= len(MIGRATIONS):
+            return  # the usual case: no write lock needed
+        while True:
+            with self.transaction("migrate") as conn:
+                # Read again inside the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= len(MIGRATIONS):
+                    return
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
+            logger.info("store %s migrated to schema version %d", self.path, version + 1)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (the last one out checkpoints the WAL into the main file)."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE .. COMMIT, rolled back on any error).
+
+        For the store's own modules (retention); SQLite errors become :class:`StoreError`
+        naming ``what``.
+        """
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise StoreError(f"store {self.path}: {what} failed: {err}") from err
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("rollback failed in %s", self.path)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only statement (for the store's own modules)."""
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as err:
+                raise StoreError(f"store {self.path}: query failed: {err}") from err
+
+    def image_file(self, relative: str) -> Path:
+        """The absolute path of an image given relative to the image store."""
+        return self.images_dir / relative
+
+    # -- writing results -----------------------------------------------------------------------------
+    def commit_burst(self, frames: Sequence[FrameRecord], event: EventRecord | None,
+                     messages: Sequence[OutboxMessage] = ()) -> None:
+        """Record one trigger in ONE transaction: frames, their detections, the event, its messages.
+
+        Raises:
+            ValueError: a naive time, a frame from another burst than the event's, a bad message.
+            StoreError: the write failed, or a frame's uid or ``source`` is already in the store (the
+                UNIQUE backstop: reprocessing a file after a crash can never record it twice).
+        """
+        for frame in frames:
+            if event is not None and frame.burst_id != event.burst_id:
+                raise ValueError(f"frame {frame.uid} is from burst {frame.burst_id}, the event from "
+                                 f"{event.burst_id}")
+        frame_rows = [_frame_row(f) for f in frames]
+        event_row = _event_row(event) if event is not None else None
+        message_rows = [_message_row(m, self._now()) for m in messages]
+        what = f"commit of burst {event.burst_id if event else frames[0].burst_id if frames else '-'}"
+        with self.transaction(what) as conn:
+            for frame, row in zip(frames, frame_rows):
+                cur = conn.execute(f"INSERT INTO frames ({_FRAME_COLS}) VALUES ({_marks(15)})", row)
+                conn.executemany(
+                    "INSERT INTO detections (frame_id, class_id, label, score, x1, y1, x2, y2, "
+                    "cls_id, cls_label, cls_score, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(cur.lastrowid, *_detection_row(d)) for d in frame.detections])
+            if event_row is not None:
+                conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES ({_marks(10)})", event_row)
+            conn.executemany(f"INSERT INTO outbox ({_MESSAGE_COLS}) VALUES ({_marks(7)})", message_rows)
+
+    def is_processed(self, source: str) -> bool:
+        """Whether a frame read from ``source`` (a folder camera's file) is already recorded."""
+        return bool(self.query("SELECT 1 FROM frames WHERE source = ?", (source,)))
+
+    def processed_sources(self) -> set[str]:
+        """Every recorded frame source (one indexed scan; fine for 100k rows)."""
+        return {r[0] for r in self.query("SELECT source FROM frames WHERE source IS NOT NULL")}
+
+    # -- outbox --------------------------------------------------------------------------------------
+    def enqueue(self, message: OutboxMessage) -> int:
+        """Queue one standalone message (status, health); returns its ``seq``."""
+        row = _message_row(message, self._now())
+        with self.transaction("enqueue") as conn:
+            return conn.execute(f"INSERT INTO outbox ({_MESSAGE_COLS}) VALUES ({_marks(7)})", row).lastrowid
+
+    def pending(self, *, limit: int, after_seq: int = 0) -> list[OutboxRow]:
+        """Up to ``limit`` queued messages with ``seq > after_seq``, in ``seq`` order."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        rows = self.query(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                          (after_seq, limit))
+        return [OutboxRow(r["seq"], r["topic"], bytes(r["payload"]), r["qos"], bool(r["retain"]),
+                          r["event_uid"], from_iso(r["created_at"]), r["attempts"]) for r in rows]
+
+    def ack(self, seq: int) -> None:
+        """The broker confirmed message ``seq``: delete it; when it was its event's last queued
+        message, the event is delivered (``delivered_at`` set). Acking an unknown seq does nothing."""
+        with self.transaction(f"ack of {seq}") as conn:
+            row = conn.execute("SELECT event_uid FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                logger.debug("ack of seq %d, which is not queued", seq)
+                return
+            conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            uid = row["event_uid"]
+            if uid is not None and not conn.execute("SELECT 1 FROM outbox WHERE event_uid = ?",
+                                                    (uid,)).fetchone():
+                conn.execute("UPDATE events SET delivered_at = ? WHERE uid = ?", (to_iso(self._now()), uid))
+
+    def note_attempt(self, seq: int) -> None:
+        """Count one publish attempt of message ``seq``."""
+        with self.transaction(f"attempt of {seq}") as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+
+    def outbox_depth(self) -> OutboxDepth:
+        """How much is waiting for the broker."""
+        row = self.query("SELECT count(*), coalesce(sum(length(payload)), 0), min(created_at) FROM outbox")[0]
+        return OutboxDepth(row[0], row[1], from_iso(row[2]) if row[2] else None)
+
+    def delivered_at(self, event_uid: str) -> datetime | None:
+        """When the broker confirmed the event's last message; None while undelivered or unknown."""
+        rows = self.query("SELECT delivered_at FROM events WHERE uid = ?", (event_uid,))
+        return from_iso(rows[0][0]) if rows and rows[0][0] else None
+
+    # -- health and meta -----------------------------------------------------------------------------
+    def add_health(self, snapshot: dict, at: datetime) -> None:
+        """Keep one health snapshot; only the newest ``health_keep`` stay."""
+        text = _json(snapshot, "health snapshot")
+        with self.transaction("health") as conn:
+            cur = conn.execute("INSERT INTO health (at, snapshot) VALUES (?, ?)", (to_iso(at), text))
+            last = cur.lastrowid
+            conn.execute("DELETE FROM health WHERE id <= ?", (last - self.health_keep,))
+
+    def latest_health(self) -> dict | None:
+        """The newest health snapshot, or None."""
+        rows = self.query("SELECT snapshot FROM health ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a small string setting (last sync, device id seen, ...)."""
+        with self.transaction(f"set {key}") as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A setting stored with :meth:`set_meta`, or ``default``."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    # -- reading -------------------------------------------------------------------------------------
+    def frame_count(self) -> int:
+        """How many frames are recorded."""
+        return self.query("SELECT count(*) FROM frames")[0][0]
+
+    def frames(self, *, burst_id: str | None = None, limit: int | None = None) -> list[FrameRecord]:
+        """Recorded frames with their detections, oldest first (of one burst when ``burst_id``)."""
+        where, params = ("WHERE burst_id = ?", [burst_id]) if burst_id is not None else ("", [])
+        rows = self.query(f"SELECT id, {_FRAME_COLS} FROM frames {where} ORDER BY id LIMIT ?",
+                          [*params, -1 if limit is None else limit])
+        return [_frame(r, self._detections(r["id"])) for r in rows]
+
+    def events(self, *, limit: int | None = None) -> list[EventRecord]:
+        """Recorded events, oldest first."""
+        rows = self.query(f"SELECT {_EVENT_COLS} FROM events ORDER BY id LIMIT ?",
+                          (-1 if limit is None else limit,))
+        return [_event(r) for r in rows]
+
+    def last_frame_detections(self) -> list[DetectionRecord]:
+        """The detections of the most recently recorded frame (the sticky filter restarts from them)."""
+        rows = self.query("SELECT max(id) FROM frames")
+        return self._detections(rows[0][0]) if rows[0][0] is not None else []
+
+    def _detections(self, frame_id: int) -> list[DetectionRecord]:
+        rows = self.query("SELECT * FROM detections WHERE frame_id = ? ORDER BY id", (frame_id,))
+        return [DetectionRecord(
+            r["class_id"], r["label"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
+            None if r["cls_id"] is None else (r["cls_id"], r["cls_label"], r["cls_score"]), bool(r["new"]))
+            for r in rows]
+
+    def effort(self, since: datetime) -> dict:
+        """Sampling effort since ``since``: frames and empty frames, in total and per trigger reason."""
+        rows = self.query(
+            "SELECT trigger_reason, count(*), "
+            "sum(NOT EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.id)) "
+            "FROM frames f WHERE captured_at >= ? GROUP BY trigger_reason ORDER BY trigger_reason",
+            (to_iso(since),))
+        triggers = {r[0]: {"frames": r[1], "empty": r[2]} for r in rows}
+        events = self.query("SELECT count(*) FROM events WHERE captured_at >= ?", (to_iso(since),))[0][0]
+        return {"since": to_iso(since), "frames": sum(t["frames"] for t in triggers.values()),
+                "empty": sum(t["empty"] for t in triggers.values()), "events": events, "triggers": triggers}
+
+    def integrity_check(self) -> str:
+        """SQLite's integrity and foreign-key checks: "ok", or the problems found, one per line."""
+        try:
+            problems = [r[0] for r in self.query("PRAGMA integrity_check") if r[0] != "ok"]
+            problems += [f"foreign key: {r[0]} row {r[1]} -> {r[2]}"
+                         for r in self.query("PRAGMA foreign_key_check")]
+        except StoreError as err:  # too damaged for the check itself to run
+            return str(err.__cause__ or err)
+        return "\n".join(problems) or "ok"
+
+
+# -- rows <-> records --------------------------------------------------------------------------------
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _json(value: dict, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} is not JSON-serialisable: {err}") from err
+
+
+def _frame_row(f: FrameRecord) -> tuple:
+    return (f.uid, to_iso(f.captured_at), f.monotonic, f.boot_id, int(f.clock_synced), f.trigger, f.burst_id,
+            f.burst_index, f.width, f.height, f.inference_ms, f.source, f.image_path, int(f.person), f.failure)
+
+
+def _detection_row(d: DetectionRecord) -> tuple:
+    if len(d.box) != 4:
+        raise ValueError(f"a box needs 4 numbers (x1, y1, x2, y2), got {d.box!r}")
+    cls = d.classification if d.classification is not None else (None, None, None)
+    return (d.class_id, d.label, float(d.score), *map(float, d.box), *cls, int(d.new))
+
+
+def _event_row(e: EventRecord) -> tuple:
+    return (e.uid, e.burst_id, to_iso(e.captured_at), e.monotonic, e.boot_id, int(e.clock_synced), e.trigger,
+            e.image_path, e.best_frame_uid, _json(e.summary, f"summary of event {e.uid}"))
+
+
+def _message_row(m: OutboxMessage, now: datetime) -> tuple:
+    if m.qos not in (0, 1, 2):
+        raise ValueError(f"qos must be 0, 1 or 2, got {m.qos}")
+    if not isinstance(m.payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"payload must be bytes, got {type(m.payload).__name__}")
+    if not m.topic:
+        raise ValueError("an outbox message needs a topic")
+    return (m.topic, bytes(m.payload), m.qos, int(m.retain), m.event_uid, to_iso(now), 0)
+
+
+def _frame(r: sqlite3.Row, detections: list[DetectionRecord]) -> FrameRecord:
+    return FrameRecord(r["uid"], from_iso(r["captured_at"]), r["monotonic"], r["boot_id"],
+                       bool(r["clock_synced"]), r["trigger_reason"], r["burst_id"], r["burst_index"],
+                       r["width"], r["height"], r["inference_ms"], r["source"], r["image_path"], detections,
+                       bool(r["person"]), r["failure"])
+
+
+def _event(r: sqlite3.Row) -> EventRecord:
+    return EventRecord(r["uid"], r["burst_id"], from_iso(r["captured_at"]), r["monotonic"], r["boot_id"],
+                       bool(r["clock_synced"]), r["trigger_reason"], r["image_path"], r["best_frame_uid"],
+                       json.loads(r["summary"]))
