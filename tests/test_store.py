@@ -46,9 +46,15 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def store(tmp_path):
+def wall():
+    """The store's bookkeeping clock (``recorded_at``); tests move it with ``wall["now"] = ...``."""
+    return {"now": T0}
+
+
+@pytest.fixture
+def store(tmp_path, wall):
     with Store(tmp_path / "state" / "wildedge.db", images_dir=tmp_path / "state" / "images",
-               now=lambda: T0) as opened:
+               now=lambda: wall["now"]) as opened:
         yield opened
 
 
@@ -350,11 +356,12 @@ def test_orphan_sweep_removes_only_old_unreferenced_files(store):
     assert report.deleted_frames == 0 and not report.disk_low
 
 
-def test_max_age_never_deletes_what_waits_for_the_broker(store):
+def test_max_age_never_deletes_what_waits_for_the_broker(store, wall):
     empty, _ = _burst(store, "empty", T0, [0, 0])
     pending, pending_event = _burst(store, "pending", T0, [1, 2])
     delivered, delivered_event = _burst(store, "delivered", T0, [0, 1])
     local, _ = _burst(store, "local", T0, [1], messages=0)
+    wall["now"] = T0 + 35 * DAY
     young, _ = _burst(store, "young", T0 + 35 * DAY, [0])
     for row in store.pending(limit=10):
         if row.event_uid == delivered_event.uid:
@@ -375,6 +382,26 @@ def test_max_age_never_deletes_what_waits_for_the_broker(store):
     # The foreign key is the backstop: an event with queued messages cannot be deleted at all.
     with pytest.raises(StoreError, match="FOREIGN KEY"), store.transaction("test") as conn:
         conn.execute("DELETE FROM events WHERE uid = ?", (pending_event.uid,))
+
+
+def test_max_age_counts_from_recording_and_keeps_the_record_of_processed_files(store, wall):
+    # A card dumped today holds photos taken years ago: their rows are young, whatever EXIF says.
+    wall["now"] = T0 + 400 * DAY
+    card, _ = _burst(store, "card", T0, [1, 0], sources=["DCIM/a.jpg", "DCIM/b.jpg"], messages=0)
+    report = enforce(store, images_dir=store.images_dir, now=T0 + 401 * DAY, max_age=timedelta(days=30),
+                     min_free=0)
+    assert (report.deleted_frames, report.deleted_images) == (0, 0)
+    assert all(store.image_file(f.image_path).exists() for f in card)
+    # Once old, their images go but their rows stay: the files must never be processed again.
+    report = enforce(store, images_dir=store.images_dir, now=T0 + 500 * DAY, max_age=timedelta(days=30),
+                     min_free=0)
+    assert report.deleted_frames == 0 and report.deleted_images == 2 and report.deleted_events == 1
+    assert store.is_processed("DCIM/a.jpg") and store.is_processed("DCIM/b.jpg")
+    assert [f.image_path for f in store.frames()] == [None, None]
+    assert store.query("SELECT count(*) FROM detections")[0][0] == 1
+    again = enforce(store, images_dir=store.images_dir, now=T0 + 600 * DAY, max_age=timedelta(days=30),
+                    min_free=0)
+    assert (again.deleted_frames, again.deleted_images) == (0, 0)
 
 
 def test_disk_floor_drops_empty_frame_images_first_and_never_rows(store):

@@ -101,6 +101,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX outbox_event ON outbox (event_uid) WHERE event_uid IS NOT NULL",
         "CREATE TABLE health (id INTEGER PRIMARY KEY, at TEXT NOT NULL, snapshot TEXT NOT NULL)",
     ),
+    # 1 -> 2: when a row was written. Retention ages rows by it: a folder camera's frames carry the
+    # photo's own (EXIF) time, which may be years old on the day the card is processed.
+    (
+        "ALTER TABLE frames ADD COLUMN recorded_at TEXT",
+        "ALTER TABLE events ADD COLUMN recorded_at TEXT",
+        "CREATE INDEX frames_recorded_at ON frames (recorded_at)",
+        "CREATE INDEX events_recorded_at ON events (recorded_at)",
+    ),
 ]
 _FRAME_COLS = ("uid, captured_at, monotonic, boot_id, clock_synced, trigger_reason, burst_id, burst_index, "
                "width, height, inference_ms, source, image_path, person, failure")
@@ -267,15 +275,18 @@ class Store:
         event_row = _event_row(event) if event is not None else None
         message_rows = [_message_row(m, self._now()) for m in messages]
         what = f"commit of burst {event.burst_id if event else frames[0].burst_id if frames else '-'}"
+        recorded = to_iso(self._now())
         with self.transaction(what) as conn:
             for frame, row in zip(frames, frame_rows):
-                cur = conn.execute(f"INSERT INTO frames ({_FRAME_COLS}) VALUES ({_marks(15)})", row)
+                cur = conn.execute(f"INSERT INTO frames ({_FRAME_COLS}, recorded_at) VALUES ({_marks(16)})",
+                                   (*row, recorded))
                 conn.executemany(
                     "INSERT INTO detections (frame_id, class_id, label, score, x1, y1, x2, y2, "
                     "cls_id, cls_label, cls_score, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(cur.lastrowid, *_detection_row(d)) for d in frame.detections])
             if event_row is not None:
-                conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES ({_marks(10)})", event_row)
+                conn.execute(f"INSERT INTO events ({_EVENT_COLS}, recorded_at) VALUES ({_marks(11)})",
+                             (*event_row, recorded))
             conn.executemany(f"INSERT INTO outbox ({_MESSAGE_COLS}) VALUES ({_marks(7)})", message_rows)
 
     def is_processed(self, source: str) -> bool:

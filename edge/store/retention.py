@@ -1,8 +1,9 @@
 """Retention: keep the store inside its age limit and the disk above its free-space floor.
 
 Rules, in order: (a) remove image files no row references (a crash between writing an image and
-committing its frame leaves one); (b) delete frames and events older than ``max_age``, except what
-still waits for the broker; (c) while free space is below the floor, delete image files (never
+committing its frame leaves one); (b) delete frames and events recorded more than ``max_age`` ago, except what
+still waits for the broker (a frame read from a file keeps its row, without its image: it
+records that the file was processed); (c) while free space is below the floor, delete image files (never
 rows), least valuable first; (d) report ``disk_low`` when even that was not enough, so the daemon
 stops saving images but keeps recording results.
 
@@ -38,6 +39,8 @@ DiskUsage = Callable[[Any], Any]  # shutil.disk_usage's shape: path -> (total, u
 # outbox rows (no MQTT) waits for nothing: its rows and messages were committed in one transaction.
 _PENDING_BURST = ("EXISTS (SELECT 1 FROM events pe JOIN outbox o ON o.event_uid = pe.uid "
                   "WHERE pe.burst_id = f.burst_id)")
+# Rows age from when they were written (schema 2); rows older than that column, from their capture.
+_RECORDED = "COALESCE(recorded_at, captured_at)"
 _PENDING_EVENT = "EXISTS (SELECT 1 FROM outbox o WHERE o.event_uid = e.uid)"
 # Images that may go for space, least valuable first: 0 empty frames, 1 frames/events already
 # delivered (or never queued), 2 events still waiting for the broker; oldest first within a tier.
@@ -158,16 +161,21 @@ def _expire(store: Store, images_dir: Path, before: datetime, tally: _Tally) -> 
     cutoff = to_iso(before)
     while True:
         with store.transaction("expire old rows") as conn:
-            frames = conn.execute(f"SELECT id, image_path FROM frames f WHERE captured_at < ? "
-                                  f"AND NOT {_PENDING_BURST} LIMIT ?", (cutoff, _BATCH)).fetchall()
-            events = conn.execute(f"SELECT id, image_path FROM events e WHERE captured_at < ? "
+            frames = conn.execute(f"SELECT id, image_path, source FROM frames f WHERE {_RECORDED} < ? "
+                                  f"AND NOT {_PENDING_BURST} AND (source IS NULL OR image_path IS NOT NULL) "
+                                  f"LIMIT ?", (cutoff, _BATCH)).fetchall()
+            events = conn.execute(f"SELECT id, image_path FROM events e WHERE {_RECORDED} < ? "
                                   f"AND NOT {_PENDING_EVENT} LIMIT ?", (cutoff, _BATCH)).fetchall()
-            conn.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in frames])
+            # A frame read from a file keeps its row (without image): it is the record that the file
+            # was processed, so a folder replayed again later is not processed twice.
+            conn.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in frames if r[2] is None])
+            conn.executemany("UPDATE frames SET image_path = NULL WHERE id = ?",
+                             [(r[0],) for r in frames if r[2] is not None])
             conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in events])
             paths = {r[1] for r in [*frames, *events] if r[1] is not None}
             # A file stays while any remaining row still points at it (an event shares its best frame's).
             gone = [p for p in paths if not _referenced(conn, p)]
-        tally.frames += len(frames)
+        tally.frames += sum(r[2] is None for r in frames)
         tally.events += len(events)
         _remove(images_dir, gone, tally)
         if len(frames) < _BATCH and len(events) < _BATCH:

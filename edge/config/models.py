@@ -1,0 +1,257 @@
+"""The daemon's config: one pydantic model per TOML section, and ``Config`` holding them all."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from edge.config.sources import CameraConfig, Section, TriggerConfig, problem_at
+from edge.config.units import ByteSize, Duration, PositiveDuration, UserPath
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+SECRETS_HINT = (
+    "secrets do not belong in the config file: put the password in a file readable only by the daemon "
+    "and set password_file, or pass it as a systemd credential (LoadCredential=, read from "
+    "$CREDENTIALS_DIRECTORY)")
+
+
+class DeviceConfig(Section):
+    """Who this device is, where it keeps its state, and where on Earth it stands."""
+
+    id: str = Field(description="device name: MQTT topic level and client id")
+    state_dir: UserPath = Field(Path("/var/lib/wildedge"), description="SQLite store and images/ live here")
+    latitude: float | None = Field(None, ge=-90, le=90, description="decimal degrees, north positive")
+    longitude: float | None = Field(None, ge=-180, le=180, description="decimal degrees, east positive")
+    timezone: str | None = Field(None, description="IANA zone name; default: the system's local zone")
+    rtc: bool = Field(False, description="trust the wall clock without NTP (battery-backed RTC)")
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _DEVICE_ID.fullmatch(value):
+            raise ValueError(
+                f"invalid device id {value!r}: 1-64 letters, digits, '_', '.' or '-', starting with a letter "
+                "or digit (it becomes an MQTT topic level)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "use an IANA name such as 'Europe/Amsterdam'"
+            raise ValueError(f"unknown time zone {value!r} ({hint})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_location(self) -> DeviceConfig:
+        if (self.latitude is None) != (self.longitude is None):
+            missing = "longitude" if self.longitude is None else "latitude"
+            raise problem_at(missing, "missing: latitude and longitude go together (decimal degrees)")
+        return self
+
+    def zone(self) -> tzinfo:
+        """The configured zone, or the system's local zone when none is set."""
+        if self.timezone is not None:
+            return ZoneInfo(self.timezone)
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else ZoneInfo("UTC")
+
+
+class DetectorConfig(Section):
+    """The detection model and optional overrides of its card's thresholds."""
+
+    model: UserPath = Field(description="ONNX detector file (carries its model card)")
+    conf: float | None = Field(None, ge=0, le=1, description="score threshold; default: the card's")
+    iou: float | None = Field(None, ge=0, le=1, description="NMS IoU threshold; default: the card's")
+    threads: int | None = Field(None, ge=1, le=64, description="inference threads; default: onnxruntime's")
+
+
+class ClassifierConfig(Section):
+    """An optional second-stage classifier run on detection crops."""
+
+    model: UserPath = Field(description="ONNX classifier file")
+    classes: tuple[str, ...] | None = Field(
+        None, description="detector labels whose crops are classified; default: all")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="top probability below this counts as unknown")
+    margin: float = Field(0.1, ge=0, le=1, description="top-1 must beat top-2 by this much")
+
+    @field_validator("classes")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("empty: leave `classes` out to classify every detection, or remove [classifier]")
+        return value
+
+
+class EventsConfig(Section):
+    """How detections of a burst become an event."""
+
+    mode: Literal["burst", "sticky"] = Field(
+        "burst", description="burst: every burst with detections; sticky: only objects not seen before")
+    match_iou: float = Field(0.3, gt=0, le=1, description="sticky: IoU at which a box is the same object")
+
+
+class PrivacyConfig(Section):
+    """What happens to images that show a person."""
+
+    person: Literal["drop", "blur", "keep"] = Field("drop", description="drop, blur or keep such images")
+    labels: tuple[str, ...] = Field(("person", "human"), description="detector labels that mean a person")
+
+    @field_validator("labels")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('empty: to keep images of people, set person = "keep" instead')
+        return value
+
+
+class StorageConfig(Section):
+    """Which images are kept on the device, and for how long."""
+
+    save_images: Literal["all", "detections", "none"] = Field(
+        "detections", description="which frames' images are written to disk")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of saved images")
+    max_age: PositiveDuration = Field(
+        timedelta(days=30), description="delete delivered frames and images older than this")
+    min_free: ByteSize = Field(
+        200_000_000, ge=0, description="keep at least this much disk free (the oldest images go first)")
+
+
+class HealthConfig(Section):
+    """Periodic health snapshots."""
+
+    interval: PositiveDuration = Field(timedelta(minutes=5), description="time between health snapshots")
+
+
+class MqttConfig(Section):
+    """The MQTT broker results are delivered to."""
+
+    url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS)")
+    prefix: str = Field("wildedge", description="first topic level")
+    username: str | None = Field(None, min_length=1, description="broker user name")
+    password_file: UserPath | None = Field(None, description="file holding the broker password")
+    ca_file: UserPath | None = Field(None, description="mqtts: CA bundle; default: the system's")
+    cert_file: UserPath | None = Field(None, description="mqtts: client certificate (PEM)")
+    key_file: UserPath | None = Field(None, description="mqtts: client private key (PEM)")
+    keepalive: Duration = Field(timedelta(seconds=60), description="MQTT keepalive, whole seconds")
+    # Present only so that `password = ...` gets the secrets hint rather than "unknown key".
+    password: SkipJsonSchema[Any] = Field(None, exclude=True, repr=False)
+
+    @field_validator("password")
+    @classmethod
+    def _no_password(cls, value: Any) -> None:
+        raise ValueError(SECRETS_HINT)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # Credentials first: the other messages echo the URL, which must not carry a password into logs.
+        if "@" in value:
+            raise ValueError("credentials do not belong in the URL: set username and password_file")
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as err:
+            raise ValueError(f"invalid URL {value!r}: {err}") from None
+        if parts.scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"must start with mqtt:// or mqtts:// (got {value!r})")
+        if not parts.hostname:
+            raise ValueError(f"no host in {value!r} (use e.g. mqtt://broker.example:1883)")
+        if port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"must be mqtt[s]://host[:port] only (got {value!r})")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(not level for level in value.split("/")) or set(value) & {"+", "#", "\0"}:
+            raise ValueError(
+                f"invalid topic prefix {value!r}: non-empty levels separated by '/', without '+', '#' "
+                "or a leading/trailing '/'")
+        return value
+
+    @field_validator("keepalive")
+    @classmethod
+    def _check_keepalive(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if seconds != int(seconds) or not 1 <= seconds <= 65535:
+            raise ValueError(f"must be a whole number of seconds from 1s to 65535s (got {seconds:g}s)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MqttConfig:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, key) is not None and not self.tls:
+                raise problem_at(key, "TLS files need an mqtts:// url")
+        if self.key_file is not None and self.cert_file is None:
+            raise problem_at("cert_file", "missing: key_file needs cert_file")
+        if self.password_file is not None and self.username is None:
+            raise problem_at("username", "missing: password_file needs username")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS (``mqtts://``)."""
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        """The broker's host name or address."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """The broker's port: the URL's, else 1883 (mqtt) or 8883 (mqtts)."""
+        parts = urlsplit(self.url)
+        return parts.port or _DEFAULT_PORTS[parts.scheme]
+
+
+class Config(Section):
+    """The whole daemon config file."""
+
+    device: DeviceConfig
+    camera: CameraConfig
+    trigger: TriggerConfig | None = Field(
+        None, description="when to capture; required for live cameras. A folder camera without one processes "
+                    "each file as it appears; with one, it reads the new files when the trigger fires")
+    detector: DetectorConfig
+    classifier: ClassifierConfig | None = None
+    events: EventsConfig = EventsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    storage: StorageConfig = StorageConfig()
+    health: HealthConfig = HealthConfig()
+    mqtt: MqttConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_cross(self) -> Config:
+        if self.trigger is None:
+            if self.camera.type != "folder":
+                raise problem_at("trigger", "missing: add a [trigger] section (a live camera needs one)")
+            return self
+        if self.trigger.type == "motion" and not self.camera.can_preview:
+            raise problem_at(
+                "trigger.type",
+                "a motion trigger needs a live camera (picamera2 or opencv); "
+                f"a {self.camera.type} camera has no preview stream: "
+                'use type = "timelapse" or "external"')
+        if self.device.latitude is None:
+            for index, window in enumerate(self.trigger.windows):
+                if window.uses_sun:
+                    raise problem_at(
+                        f"trigger.active[{index}]",
+                        f"{window.text!r} uses sunrise/sunset: set device.latitude and device.longitude")
+        return self
