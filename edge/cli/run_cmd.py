@@ -1,0 +1,237 @@
+"""``wildedge run``, ``wildedge check`` and ``wildedge trigger``: the field daemon's commands.
+
+Every expected failure (bad config, missing model, camera that cannot open, unwritable state
+directory) ends with one ``error:`` line and a non-zero exit, never a traceback:
+exit 2 for an invalid config, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from edge.errors import ConfigError, WildedgeError
+
+logger = logging.getLogger(__name__)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The daemon's TOML config file.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY.PATH=VALUE",
+    help="Override one config value, e.g. --set trigger.interval=5m (repeatable).")]
+
+
+def _load(config: Path, overrides: list[str] | None) -> Any:
+    """The validated config, or exit 2 with one ``key.path: message`` line per problem."""
+    from edge.config import InvalidConfigError, load_config
+
+    try:
+        return load_config(config, overrides=overrides or [])
+    except InvalidConfigError as err:
+        typer.echo(f"error: invalid config {config}:", err=True)
+        for problem in err.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(2) from None
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _verbosity(ctx: typer.Context, own: int) -> int:
+    root = ctx.find_root().params.get("verbose") or 0
+    return max(int(root), own)
+
+
+def run(
+    ctx: typer.Context,
+    config: ConfigOption,
+    overrides: SetOption = None,
+    once: Annotated[bool, typer.Option(
+        "--once", help="One session for duty-cycled devices: capture one trigger now (a folder camera: "
+                       "every file not yet processed), store the results and exit 0.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: debug detail.")] = 0,
+) -> None:
+    """Run the field daemon: capture, detect and store results until stopped (SIGTERM or Ctrl-C)."""
+    from edge.daemon import Daemon
+    from edge.logsetup import configure_logging
+
+    cfg = _load(config, overrides)
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the CLI's plain handler: the daemon logs its own way
+        if handler.get_name() != "wildedge":
+            root.removeHandler(handler)
+    configure_logging(verbosity=_verbosity(ctx, verbose))
+    try:
+        code = Daemon(cfg, once=once).run()
+    except WildedgeError as err:
+        logger.error("%s", err)
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+# -- check ------------------------------------------------------------------------------------------
+
+class _Report:
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def line(self, ok: bool | None, what: str, detail: str) -> None:
+        mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+        self.failures += ok is False
+        typer.echo(f"{mark} {what:<11} {detail}")
+
+    def step(self, what: str, fn: Callable[[], str]) -> bool:
+        try:
+            detail = fn()
+        except (WildedgeError, OSError, ValueError) as err:
+            self.line(False, what, str(err))
+            return False
+        self.line(True, what, detail)
+        return True
+
+
+def _check_state_dir(state_dir: Path) -> str:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"state directory {state_dir} is not writable: {err.strerror or err}") from None
+    from edge.daemon import state_paths
+    from edge.store import Store
+
+    db_path, images_dir, _ = state_paths(state_dir)
+    if not db_path.exists():
+        return f"{state_dir} (writable; no store yet)"
+    with Store(db_path, images_dir=images_dir) as store:
+        problems = store.integrity_check()
+        if problems:
+            raise ConfigError(f"store {db_path} is damaged: {problems[0]}")
+        depth = store.outbox_depth()
+    return f"{state_dir} (store ok, {depth.count} messages waiting)"
+
+
+def _check_models(cfg: Any) -> list[tuple[str, Callable[[], str]]]:
+    from edge.inference.classifier import Classifier
+    from edge.inference.detector import Detector
+
+    def detector() -> str:
+        started = time.perf_counter()
+        with Detector(cfg.detector.model, conf=cfg.detector.conf, iou=cfg.detector.iou,
+                      threads=cfg.detector.threads, spin=False) as det:
+            took = time.perf_counter() - started
+            return (f"{cfg.detector.model}: {det.card.name or det.card.decoder.name}, {len(det.labels)} classes, "
+                    f"loaded in {took:.1f} s")
+
+    def classifier() -> str:
+        with Classifier(cfg.classifier.model, threads=cfg.detector.threads, spin=False) as cls:
+            return f"{cfg.classifier.model}: {cls.card.name or cls.card.decoder.name}, {len(cls.labels)} classes"
+
+    steps = [("detector", detector)]
+    if cfg.classifier is not None:
+        steps.append(("classifier", classifier))
+    return steps
+
+
+def _check_camera(cfg: Any) -> str:
+    from edge.clock import SystemClock
+    from edge.config.build import build_camera_factory
+
+    camera = build_camera_factory(cfg, clock=SystemClock(), is_processed=lambda _source: False,
+                                  tz=cfg.device.zone())()
+    camera.open()
+    try:
+        if cfg.camera.type == "folder":
+            pending = camera.pending() if hasattr(camera, "pending") else 0
+            what = "images" if cfg.camera.mode == "replay" else "images found so far"
+            return f"{camera.name}: {pending} {what}"
+        frame = camera.capture()
+        if frame is None:
+            raise ConfigError(f"camera {camera.name} opened but gave no frame")
+        height, width = frame.image.shape[:2]
+        return f"{camera.name}: {width}x{height} frame captured"
+    finally:
+        camera.close()
+
+
+def check(
+    config: ConfigOption,
+    overrides: SetOption = None,
+) -> None:
+    """Check a config without running: models load, the camera opens, the state directory is
+    writable; report clock, disk and temperature. Exit 1 when anything fails."""
+    from edge.clock import SystemClock
+    from edge.health import read_cpu_temperature
+
+    cfg = _load(config, overrides)
+    report = _Report()
+    report.line(True, "config", f"{config} (device {cfg.device.id})")
+    for what, fn in _check_models(cfg):
+        report.step(what, fn)
+    report.step("camera", lambda: _check_camera(cfg))
+    state_dir = Path(cfg.device.state_dir)
+    if report.step("state dir", lambda: _check_state_dir(state_dir)):
+        free = shutil.disk_usage(state_dir).free
+        floor = cfg.storage.min_free
+        report.line(free >= floor or None, "disk", f"{free / 1e9:.1f} GB free (floor {floor / 1e9:.1f} GB)"
+                    + ("" if free >= floor else ": images will not be saved"))
+    clock = SystemClock(rtc=cfg.device.rtc)
+    synced = clock.synchronised()
+    report.line(True if synced else None, "clock",
+                f"{clock.now().isoformat(timespec='seconds')} "
+                + ("synchronised" if synced else "NOT synchronised (events are marked; the server corrects "
+                                                 "them from the boot-relative time)"))
+    temp = read_cpu_temperature()
+    report.line(None if temp is not None and temp >= 80 else True, "temperature",
+                f"{temp:.1f} °C" if temp is not None else "no sensor")
+    if cfg.mqtt is not None:
+        report.line(None, "mqtt", f"{cfg.mqtt.url} (not checked: delivery is not part of this version)")
+    if report.failures:
+        typer.echo(f"error: {report.failures} check(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+# -- trigger ----------------------------------------------------------------------------------------
+
+def trigger(
+    config: ConfigOption,
+    overrides: SetOption = None,
+    burst: Annotated[Optional[int], typer.Option(min=1, max=100, help="Frames to capture; default: the "
+                                                 "trigger's burst.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Print the daemon's status instead.")] = False,
+) -> None:
+    """Make a running daemon capture now (or, with --status, print its status as JSON)."""
+    from edge.daemon import state_paths
+    from edge.triggers import send_command
+
+    cfg = _load(config, overrides)
+    _, _, socket_path = state_paths(Path(cfg.device.state_dir))
+    request: dict[str, Any] = {"cmd": "status"} if status else {"cmd": "capture"}
+    if burst is not None and not status:
+        request["burst"] = burst
+    try:
+        reply = send_command(socket_path, request)
+    except (ConfigError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if not reply.get("ok"):
+        typer.echo(f"error: the daemon refused: {reply.get('error', reply)}", err=True)
+        raise typer.Exit(1)
+    if status:
+        json.dump(reply.get("status"), sys.stdout, indent=2)
+        typer.echo()
+    else:
+        typer.echo("capture requested")
+
+
+__all__ = ["check", "run", "trigger"]

@@ -1,0 +1,388 @@
+"""The field daemon: wiring only. Camera -> trigger -> pipeline -> store, with health and systemd.
+
+One process, one main loop: it waits until the earliest trigger is due (or an external trigger,
+a command or a signal wakes it), captures the trigger's burst, runs it through
+:class:`edge.pipeline.FramePipeline` and commits the whole trigger in one SQLite transaction. A
+folder camera is its own trigger: every new file is one frame, processed as soon as it is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from edge.capture import ReopeningCamera
+from edge.capture.base import Camera
+from edge.clock import Clock, SystemClock
+from edge.errors import CaptureError, ImageReadError, StoreError
+from edge.health import CpuMeter, collect_health
+from edge.pipeline import FramePipeline, Processed
+from edge.sdnotify import Notifier
+from edge.store import OutboxMessage, Store, enforce, new_uid
+from edge.triggers import Fire, OnceTrigger, Trigger
+from edge.triggers.control import ControlServer
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "wildedge.db"
+IMAGES = "images"
+CONTROL_SOCKET = "control.sock"
+#: The longest the loop sleeps without looking at the stop flag, health and the watchdog.
+MAX_WAIT_S = 5.0
+
+
+def state_paths(state_dir: Path) -> tuple[Path, Path, Path]:
+    """The database, the image store and the control socket under a state directory."""
+    return state_dir / DB_NAME, state_dir / IMAGES, state_dir / CONTROL_SOCKET
+
+
+class Daemon:
+    """``wildedge run``: build everything from the config, loop until stopped; a single use object."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        once: bool = False,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        camera_factory: Callable[[], Camera] | None = None,
+        messages: Callable[[Any, list[Processed]], list[OutboxMessage]] | None = None,
+    ) -> None:
+        from edge.config.build import build_camera_factory, build_external, build_windows
+
+        self.config = config
+        self.once = once
+        self.clock = clock or SystemClock(rtc=config.device.rtc)
+        self.notifier = notifier or Notifier.from_env()
+        self.tz = config.device.zone()
+        self.state_dir = Path(config.device.state_dir)
+        self.db_path, self.images_dir, self.socket_path = state_paths(self.state_dir)
+        self._camera_factory = camera_factory
+        self._build_camera_factory = build_camera_factory
+        self._messages = messages
+        self._stop = threading.Event()
+        self.external = build_external(config, clock=self.clock)
+        self.windows = build_windows(config, tz=self.tz) if config.trigger is not None else None
+        self.folder = config.camera.type == "folder"
+        self.triggers: list[Trigger] = []
+        self._woken: Fire | None = None
+        self.cpu = CpuMeter()
+        self.started_at: datetime | None = None
+        self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
+        self._next_health = 0.0
+        self._next_watchdog = 0.0
+        self.first_result_s: float | None = None
+
+    # -- control ------------------------------------------------------------------------------------
+    def stop(self, reason: str = "requested") -> None:
+        """Ask the loop to finish the trigger in hand and exit (thread- and signal-safe)."""
+        if not self._stop.is_set():
+            logger.info("stopping (%s)", reason)
+        self._stop.set()
+        self.external.fire("stop")  # wakes a loop waiting for the next trigger
+
+    def _signals(self, stack: ExitStack) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may install handlers (tests run the daemon in a thread)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(sig, lambda num, _frame: self.stop(signal.Signals(num).name))
+            stack.callback(signal.signal, sig, previous)
+
+    def _command(self, request: dict) -> dict:
+        """Requests from ``wildedge trigger`` (the control socket); nothing is ever executed."""
+        cmd = request.get("cmd")
+        if cmd == "capture":
+            burst = request.get("burst")
+            if burst is not None and (not isinstance(burst, int) or isinstance(burst, bool)
+                                      or not 1 <= burst <= 100):
+                return {"ok": False, "error": "burst must be an integer within 1..100"}
+            self.external.fire("command", burst=burst)
+            return {"ok": True}
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "ping":
+            return {"ok": True, "pong": True}
+        return {"ok": False, "error": f"unknown command {cmd!r} (capture, status, ping)"}
+
+    def status(self) -> dict[str, Any]:
+        return {"device": self.config.device.id, "counts": dict(self.counts),
+                "camera": self._camera_state(), "clock_synchronised": self.clock.synchronised(),
+                "disk_low": bool(self.pipeline.disk_low) if hasattr(self, "pipeline") else False}
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped (or, with ``once``, until the session's work is done); the exit code."""
+        cfg = self.config
+        started = self.clock.monotonic()
+        self.started_at = self.clock.now()
+        with ExitStack() as stack:
+            stack.enter_context(self.notifier)
+            self._signals(stack)
+            self.store = stack.enter_context(Store(self.db_path, images_dir=self.images_dir, now=self.clock.now))
+            self.notifier.extend_timeout(180)  # loading and warming up models can be slow on a Pi
+            self.pipeline = self._pipeline(stack)
+            factory = self._camera_factory or self._build_camera_factory(
+                cfg, clock=self.clock, is_processed=self.store.is_processed, tz=self.tz)
+            self.camera = stack.enter_context(ReopeningCamera(factory, clock=self.clock))
+            if self.camera.state != "ok":
+                # At start a camera that cannot open is a mistake to report (systemd restarts the
+                # unit); once running, an outage is waited out with backoff.
+                raise CaptureError(f"camera {self.camera.name} cannot open: {self.camera.last_error}")
+            if cfg.trigger is not None:
+                self.triggers = self._triggers(stack)
+            stack.enter_context(ControlServer(self.socket_path, self._command))
+            self._retention()
+            self.notifier.ready(f"{cfg.device.id}: running")
+            logger.info("wildedge running: device %s, camera %s, state %s", cfg.device.id, self.camera.name,
+                        self.state_dir)
+            code = self._loop_folder() if self.folder else self._loop_live()
+            self.notifier.stopping()
+            self._health(force=True)
+        logger.info("stopped after %.1f s: %d frames, %d events, %d failures", self.clock.monotonic() - started,
+                    self.counts["frames"], self.counts["events"], self.counts["failures"])
+        return code
+
+    def _loop_folder(self) -> int:
+        """A folder camera: each file is one frame and one trigger of its own.
+
+        Without a ``[trigger]`` (or with ``--once``) files are read as soon as they are there; with
+        one, the new files are read when it fires. Replay ends when every file is done; ``--once``
+        ends when nothing is left to read (watch: nothing still settling either).
+        """
+        continuous = self.once or self.config.trigger is None
+        poll = self.config.camera.poll.total_seconds()
+        while not self._stop.is_set():
+            self._housekeeping()
+            fire = self._poll_external()
+            if fire is not None and fire.reason == "stop":
+                break
+            if fire is None and not continuous:
+                fire = self._due_fire()
+            if continuous or fire is not None:
+                if self._drain(fire.reason if fire is not None else "file"):
+                    continue
+            if self.camera.state == "failed" and self.once:
+                raise CaptureError(f"camera {self.camera.name} failed: {self.camera.last_error}")
+            if self.camera.exhausted or (self.once and self._pending() == 0):
+                logger.info("every file of %s is processed", self.camera.name)
+                return 0
+            self._wait(poll if continuous else None)
+        return 0
+
+    def _drain(self, reason: str) -> int:
+        """Read and commit every file ready now; how many were read."""
+        count = 0
+        while not self._stop.is_set():
+            self._housekeeping()
+            burst_id = new_uid()
+            try:
+                frame = self.camera.capture()
+            except ImageReadError as err:
+                self._commit([self.pipeline.failed(err.source, str(err), trigger=reason, burst_id=burst_id,
+                                                   index=0)], reason)
+                count += 1
+                continue
+            if frame is None:
+                return count
+            self._commit([self.pipeline.process(frame, trigger=reason, burst_id=burst_id, index=0)], reason)
+            count += 1
+        return count
+
+    def _pending(self) -> int:
+        camera = self.camera.camera
+        return int(camera.pending()) if camera is not None and hasattr(camera, "pending") else 0
+
+    def _loop_live(self) -> int:
+        triggers: list[Trigger] = [OnceTrigger(burst=self.config.trigger.burst)] if self.once else self.triggers
+        while not self._stop.is_set():
+            self._housekeeping()
+            fire = self._poll_external()
+            if fire is not None and fire.reason == "stop":
+                break
+            if fire is None:
+                fire = self._due_fire(triggers)
+            if fire is not None:
+                self._handle(fire)
+                if self.once:
+                    if self.counts["frames"] == 0:
+                        raise CaptureError(f"camera {self.camera.name} gave no frame: {self.camera.last_error}")
+                    return 0
+                continue
+            self._wait(None, triggers)
+        return 0
+
+    def _due_fire(self, triggers: list[Trigger] | None = None) -> Fire | None:
+        now = self.clock.now()
+        for trigger in self.triggers if triggers is None else triggers:
+            due = trigger.due(now)
+            if due is not None and due <= now:
+                fire = trigger.check(now, self.camera)
+                if fire is not None:
+                    return fire
+        return None
+
+    def _wait(self, limit: float | None, triggers: list[Trigger] | None = None) -> None:
+        """Sleep until the next trigger is due, an external fire comes, or ``MAX_WAIT_S`` passes.
+
+        A fire that arrives while waiting is kept for the loop's next :meth:`_poll_external`.
+        """
+        now = self.clock.now()
+        dues = [d for t in (self.triggers if triggers is None else triggers) if (d := t.due(now)) is not None]
+        wait = min([(min(dues) - now).total_seconds(), MAX_WAIT_S] if dues else [MAX_WAIT_S])
+        if limit is not None:
+            wait = min(wait, limit)
+        woke = self.external.wait(max(0.0, wait))
+        if woke is not None and self._external_allowed(woke):
+            self._woken = woke
+
+    def _poll_external(self) -> Fire | None:
+        """The next external fire (one that woke the last wait first), skipping disallowed ones."""
+        if self._woken is not None:
+            fire, self._woken = self._woken, None
+            return fire
+        while (fire := self.external.poll()) is not None:
+            if self._external_allowed(fire):
+                return fire
+        return None
+
+    def _external_allowed(self, fire: Fire) -> bool:
+        """Sensor fires outside the trigger's active windows are ignored; commands always go."""
+        if fire.reason in ("command", "stop") or self.windows is None or self.windows.always:
+            return True
+        if self.windows.is_active(fire.at):
+            return True
+        logger.debug("%s fire outside the active windows: ignored", fire.reason)
+        return False
+
+    def _handle(self, fire: Fire) -> None:
+        """Capture a trigger's burst and commit it."""
+        self.counts["triggers"] += 1
+        burst_id, frames = new_uid(), []
+        interval = self.config.trigger.burst_interval.total_seconds() if self.config.trigger else 0.0
+        for index in range(max(1, fire.burst)):
+            if index and self.clock.sleep(interval, self._stop):
+                break
+            try:
+                frame = self.camera.capture()
+            except ImageReadError as err:
+                frames.append(self.pipeline.failed(err.source, str(err), trigger=fire.reason, burst_id=burst_id,
+                                                   index=index))
+                continue
+            if frame is None:
+                continue  # the camera is down: ReopeningCamera logs it and health shows it
+            frames.append(self.pipeline.process(frame, trigger=fire.reason, burst_id=burst_id, index=index))
+        if frames:
+            self._commit(frames, fire.reason)
+        else:
+            logger.warning("trigger %s: no frame captured (camera %s)", fire.reason, self.camera.state)
+
+    def _commit(self, frames: list[Processed], reason: str) -> None:
+        burst_id = frames[0].record.burst_id
+        event = self.pipeline.event(frames, trigger=reason, burst_id=burst_id)
+        messages = self._messages(event, frames) if (self._messages and event is not None) else []
+        self.store.commit_burst([p.record for p in frames], event, messages)
+        self.counts["frames"] += len(frames)
+        self.counts["failures"] += sum(p.record.failure is not None for p in frames)
+        self.counts["events"] += event is not None
+        if self.first_result_s is None:
+            self.first_result_s = self.clock.monotonic()
+
+    # -- building -----------------------------------------------------------------------------------
+    def _pipeline(self, stack: ExitStack) -> FramePipeline:
+        from edge.group import NewObjectFilter, PrivacyPolicy
+        from edge.inference.classifier import Classifier
+        from edge.inference.detector import Detector
+
+        cfg = self.config
+        det = cfg.detector
+        detector = stack.enter_context(Detector(det.model, conf=det.conf, iou=det.iou, threads=det.threads,
+                                                spin=False))
+        classifier, classes = None, None
+        if cfg.classifier is not None:
+            classifier = stack.enter_context(Classifier(cfg.classifier.model, threads=det.threads, spin=False))
+            classes = cfg.classifier.classes
+        sticky = None
+        if cfg.events.mode == "sticky":
+            sticky = NewObjectFilter(iou=cfg.events.match_iou)
+            previous = self.store.last_frame_detections()
+            if previous:
+                sticky.reset([(d.box, d.class_id) for d in previous])
+        return FramePipeline(
+            detector=detector, clock=self.clock, images_dir=self.images_dir, classifier=classifier,
+            classify_labels=classes,
+            classifier_min_confidence=cfg.classifier.min_confidence if cfg.classifier else 0.0,
+            classifier_margin=cfg.classifier.margin if cfg.classifier else 0.0, sticky=sticky,
+            privacy=PrivacyPolicy(mode=cfg.privacy.person, labels=cfg.privacy.labels),
+            save_images=cfg.storage.save_images, jpeg_quality=cfg.storage.jpeg_quality,
+            min_free=cfg.storage.min_free,
+        )
+
+    def _triggers(self, stack: ExitStack) -> list[Trigger]:
+        from edge.config.build import build_triggers
+
+        triggers, gpio = build_triggers(self.config, tz=self.tz, external=self.external)
+        if gpio is not None:
+            stack.enter_context(gpio)
+        return triggers
+
+    # -- housekeeping -------------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        now = self.clock.monotonic()
+        interval = self.notifier.watchdog_interval()
+        if interval is not None and now >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = now + interval
+        self._health()
+
+    def _camera_state(self) -> dict[str, Any]:
+        camera = getattr(self, "camera", None)
+        if camera is None:
+            return {"state": "closed"}
+        return {"name": camera.name, "state": camera.state, "failures": camera.failures,
+                "reopened": camera.reopened, "last_error": camera.last_error}
+
+    def _health(self, *, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if not force and now < self._next_health:
+            return
+        self._next_health = now + self.config.health.interval.total_seconds()
+        self._retention()
+        depth = self.store.outbox_depth()
+        extra = {
+            "device": self.config.device.id,
+            "camera": self._camera_state(),
+            "clock_synchronised": self.clock.synchronised(),
+            "boot_id": self.clock.boot_id(),
+            "monotonic_s": round(now, 3),
+            "queue_depth": depth.count,
+            "queue_bytes": depth.bytes,
+            "inference_ms": self.pipeline.last_inference_ms,
+            "disk_low": self.pipeline.disk_low,
+            "counts": dict(self.counts),
+        }
+        try:
+            snapshot = collect_health(state_dir=self.state_dir, extra=extra, clock=self.clock, cpu=self.cpu)
+            self.store.add_health(snapshot, self.clock.now())
+        except (StoreError, ValueError, OSError) as err:
+            logger.warning("health snapshot not recorded: %s", err)
+            return
+        self.notifier.status(f"{self.counts['frames']} frames, {self.counts['events']} events, queue {depth.count}, "
+                             f"camera {self._camera_state()['state']}")
+
+    def _retention(self) -> None:
+        storage = self.config.storage
+        try:
+            report = enforce(self.store, images_dir=self.images_dir, now=self.clock.now(), max_age=storage.max_age,
+                             min_free=storage.min_free)
+        except (StoreError, OSError) as err:
+            logger.warning("retention failed: %s", err)
+            return
+        if report.disk_low and not self.pipeline.disk_low:
+            logger.warning("disk below the free-space floor after retention (%d bytes free)", report.free_bytes)
+
