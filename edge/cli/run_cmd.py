@@ -70,8 +70,8 @@ def run(
     configure_logging(verbosity=_verbosity(ctx, verbose))
     try:
         code = Daemon(cfg, once=once).run()
-    except WildedgeError as err:
-        logger.error("%s", err)
+    except (WildedgeError, OSError) as err:
+        # OSError: a file system the checks above could not foresee (a card gone read-only).
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -114,9 +114,9 @@ def _check_state_dir(state_dir: Path) -> str:
     if not db_path.exists():
         return f"{state_dir} (writable; no store yet)"
     with Store(db_path, images_dir=images_dir) as store:
-        problems = store.integrity_check()
-        if problems:
-            raise ConfigError(f"store {db_path} is damaged: {problems[0]}")
+        verdict = store.integrity_check()
+        if verdict != "ok":
+            raise ConfigError(f"store {db_path} is damaged: {verdict}")
         depth = store.outbox_depth()
     return f"{state_dir} (store ok, {depth.count} messages waiting)"
 
