@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from edge.capture import ReopeningCamera
 from edge.capture.base import Camera
+from edge import memory
 from edge.clock import Clock, SystemClock
 from edge.errors import CaptureError, ImageReadError, StoreError
 from edge.health import CpuMeter, collect_health
@@ -72,6 +73,7 @@ class Daemon:
         self.folder = config.camera.type == "folder"
         self.triggers: list[Trigger] = []
         self._woken: Fire | None = None
+        self._untrimmed = False
         self.cpu = CpuMeter()
         self.started_at: datetime | None = None
         self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
@@ -121,6 +123,7 @@ class Daemon:
         cfg = self.config
         started = self.clock.monotonic()
         self.started_at = self.clock.now()
+        memory.limit_arenas(2)
         with ExitStack() as stack:
             stack.enter_context(self.notifier)
             self._signals(stack)
@@ -232,6 +235,9 @@ class Daemon:
 
         A fire that arrives while waiting is kept for the loop's next :meth:`_poll_external`.
         """
+        if self._untrimmed:
+            memory.trim()  # a shot's frames and buffers are freed: give them back before idling
+            self._untrimmed = False
         now = self.clock.now()
         dues = [d for t in (self.triggers if triggers is None else triggers) if (d := t.due(now)) is not None]
         wait = min([(min(dues) - now).total_seconds(), MAX_WAIT_S] if dues else [MAX_WAIT_S])
@@ -290,6 +296,7 @@ class Daemon:
         self.counts["frames"] += len(frames)
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
+        self._untrimmed = True
         if self.first_result_s is None:
             self.first_result_s = self.clock.monotonic()
 

@@ -42,6 +42,10 @@ def session_options(*, threads: int | None = None, spin: bool = True) -> ort.Ses
     # The memory-pattern planner pre-allocates for the largest run seen (~23 MB more peak RSS on a
     # 640-px YOLO) and buys no measurable speed for fixed-size CPU inputs.
     opts.enable_mem_pattern = False
+    # The CPU arena keeps its high-water mark resident for the life of the session: 10 MB of the
+    # daemon's RSS with YOLOX-Nano on 1280x720 frames, for no measurable latency difference
+    # (21-26 ms either way, benchmarks/daemon.py on this machine).
+    opts.enable_cpu_mem_arena = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 
