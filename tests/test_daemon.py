@@ -278,3 +278,40 @@ def test_disk_floor_drops_images_but_keeps_every_result(tmp_path, assets, stampe
             bool(f.detections) for f in frames if not Path(f.source).name.startswith("later-"))
         snapshot = json.loads(store.query("SELECT snapshot FROM health ORDER BY id DESC LIMIT 1")[0][0])
     assert snapshot["disk_low"] is True
+
+
+# -- pipeline stages through the daemon ----------------------------------------------------------
+
+def test_classifier_runs_on_crops_and_the_burst_votes(tmp_path, assets, stamped, classifier_model):
+    config = _live(tmp_path, stamped["fastestdet"], {"type": "timelapse", "interval": "6h", "burst": 3,
+                                                     "burst_interval": "0s"},
+                   classifier={"model": str(classifier_model), "margin": 0.0})
+    frame = _photo_frames(assets)[0]
+    camera = FakeCamera([frame] * 3, clock=SystemClock())
+    assert Daemon(config, once=True, camera_factory=lambda: camera).run() == 0
+    with _store(config) as store:
+        frames = store.frames()
+        (event,) = store.events()
+    classified = [d.classification for f in frames for d in f.detections if d.classification]
+    assert classified, "no detection crop was classified"
+    assert all(1 <= cid < 1000 and 0 < prob <= 1 for cid, _label, prob in classified)
+    vote = event.summary["classification"]
+    # Three identical frames: each crop votes the same way in each, so every tally is a multiple of 3.
+    per_frame = sum(d.classification is not None for d in frames[0].detections)
+    assert vote["voters"] == 3 * per_frame == len(classified)
+    assert vote["votes"] >= 3 and all(v["votes"] % 3 == 0 for v in vote["tally"]) and vote["label"]
+
+
+def test_sticky_mode_reports_only_new_objects(tmp_path, assets, stamped):
+    config = _live(tmp_path, stamped["fastestdet"], {"type": "timelapse", "interval": "6h"},
+                   events={"mode": "sticky"})
+    card = _photo_frames(assets)[1]
+    assert Daemon(config, once=True, camera_factory=lambda: FakeCamera([card], clock=SystemClock())).run() == 0
+    # The same card again (a restart in between): nothing new, so no event, yet the frame is recorded.
+    assert Daemon(config, once=True, camera_factory=lambda: FakeCamera([card], clock=SystemClock())).run() == 0
+    with _store(config) as store:
+        first, second = store.frames()
+        assert first.detections and all(d.new for d in first.detections)
+        assert len(second.detections) == len(first.detections)
+        assert not any(d.new for d in second.detections)
+        assert [e.burst_id for e in store.events()] == [first.burst_id]
