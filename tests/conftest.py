@@ -198,3 +198,51 @@ def exported_detectors(tmp_path_factory, ultralytics_offline, parity_photos) -> 
         with open_source(str(checkpoint), kind="detect") as loaded:
             results[name] = to_onnx(loaded, folder / f"{name}.onnx", images=parity_photos)
     return results
+
+
+# -- MQTT: a real mosquitto on 127.0.0.1 ----------------------------------------------------------
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from broker import Mosquitto, TlsFiles, find_tool, make_tls
+
+MOSQUITTO_MISSING = "needs mosquitto (apt install mosquitto); scripts/test.sh installs it when run as root"
+
+
+@pytest.fixture(scope="session")
+def mosquitto_bin() -> Path:
+    """The mosquitto executable; skips the test when it is not installed (a user's fresh machine)."""
+    found = find_tool("mosquitto")
+    if found is None:
+        pytest.skip(MOSQUITTO_MISSING)
+    return found
+
+
+@pytest.fixture
+def broker_factory(mosquitto_bin: Path, tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Starts brokers with ``Mosquitto``'s options (``tls=``, ``passwords=``, ``acl=``...), each in its own
+    folder of ``tmp_path``; all are stopped at teardown."""
+    made: list[Mosquitto] = []
+
+    def make(**options: Any) -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"mosquitto-{len(made)}", binary=mosquitto_bin, **options)
+        made.append(broker)
+        return broker.start()
+
+    try:
+        yield make
+    finally:
+        for broker in made:
+            broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """A started plain broker: anonymous clients allowed, persistence on."""
+    return broker_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throwaway CA, server and "trap-01" client certificates, and a rogue client (``make_tls``)."""
+    return make_tls(tmp_path_factory.mktemp("tls"))
