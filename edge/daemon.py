@@ -16,11 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from edge import memory
 from edge.capture import ReopeningCamera
 from edge.capture.base import Camera
-from edge import memory
 from edge.clock import Clock, SystemClock
-from edge.errors import CaptureError, ImageReadError, StoreError
+from edge.errors import CaptureError, ConfigError, ImageReadError, StoreError
 from edge.health import CpuMeter, collect_health
 from edge.pipeline import FramePipeline, Processed
 from edge.sdnotify import Notifier
@@ -74,6 +74,9 @@ class Daemon:
         self.triggers: list[Trigger] = []
         self._woken: Fire | None = None
         self._untrimmed = False
+        self._config_lock = threading.Lock()
+        self._pending_config: Any = None
+        self.publisher: Any = None
         self.cpu = CpuMeter()
         self.started_at: datetime | None = None
         self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
@@ -110,7 +113,47 @@ class Daemon:
             return {"ok": True, "status": self.status()}
         if cmd == "ping":
             return {"ok": True, "pong": True}
-        return {"ok": False, "error": f"unknown command {cmd!r} (capture, status, ping)"}
+        if cmd == "set":
+            return self._set(request.get("values"))
+        return {"ok": False, "error": f"unknown command {cmd!r} (capture, status, ping, set)"}
+
+    def _remote(self, command: Any) -> dict:
+        """A command that came over MQTT (already parsed and syntax-checked by edge.payload)."""
+        return self._command({"cmd": command.name, **command.args})
+
+    def _set(self, values: Any) -> dict:
+        """Change runtime settings: validated against the whole config, persisted, applied by the loop."""
+        from edge.mqtt.device import apply_set
+
+        if not isinstance(values, dict) or not values:
+            return {"ok": False, "error": "values must be a non-empty object of key.path: value", "code": "bad_args"}
+        try:
+            new = apply_set(self.config, values, state_dir=self.state_dir)
+        except (ConfigError, OSError) as err:
+            return {"ok": False, "error": str(err), "code": "invalid"}
+        with self._config_lock:
+            self._pending_config = new
+        self.external.fire("command", burst=None, detail={"reconfigure": True})
+        return {"ok": True, "applied": sorted(values)}
+
+    def _apply_pending(self) -> None:
+        """Swap in a config changed by ``set`` (main loop only: nothing else touches these objects)."""
+        with self._config_lock:
+            new, self._pending_config = self._pending_config, None
+        if new is None:
+            return
+        from edge.config.build import build_triggers, build_windows
+
+        self.config = new
+        self.pipeline.reconfigure(new)
+        self.external.burst = new.trigger.burst if new.trigger is not None else 1
+        if new.trigger is not None and new.trigger.type == "external":
+            self.external.cooldown = new.trigger.cooldown
+        if new.trigger is not None:
+            self.windows = build_windows(new, tz=self.tz)
+            scheduled, _gpio = build_triggers(new, tz=self.tz, external=self.external)
+            self.triggers = scheduled  # the GPIO sensor, if any, stays open as it was
+        logger.info("runtime settings applied")
 
     def status(self) -> dict[str, Any]:
         return {"device": self.config.device.id, "counts": dict(self.counts),
@@ -140,13 +183,18 @@ class Daemon:
             if cfg.trigger is not None:
                 self.triggers = self._triggers(stack)
             stack.enter_context(ControlServer(self.socket_path, self._command))
+            if cfg.mqtt is not None:
+                self._delivery(stack)
             self._retention()
             self.notifier.ready(f"{cfg.device.id}: running")
             logger.info("wildedge running: device %s, camera %s, state %s", cfg.device.id, self.camera.name,
                         self.state_dir)
             code = self._loop_folder() if self.folder else self._loop_live()
+            if self.publisher is not None and not self._stop.is_set():
+                self._deliver_before_exit()
             self.notifier.stopping()
             self._health(force=True)
+            self._effort(force=True)
         logger.info("stopped after %.1f s: %d frames, %d events, %d failures", self.clock.monotonic() - started,
                     self.counts["frames"], self.counts["events"], self.counts["failures"])
         return code
@@ -244,7 +292,9 @@ class Daemon:
         if limit is not None:
             wait = min(wait, limit)
         woke = self.external.wait(max(0.0, wait))
-        if woke is not None and self._external_allowed(woke):
+        if woke is not None and woke.detail.get("reconfigure"):
+            self._apply_pending()
+        elif woke is not None and self._external_allowed(woke):
             self._woken = woke
 
     def _poll_external(self) -> Fire | None:
@@ -253,6 +303,9 @@ class Daemon:
             fire, self._woken = self._woken, None
             return fire
         while (fire := self.external.poll()) is not None:
+            if fire.detail.get("reconfigure"):
+                self._apply_pending()  # a wake-up for new settings, not a capture
+                continue
             if self._external_allowed(fire):
                 return fire
         return None
@@ -301,6 +354,46 @@ class Daemon:
             self.first_result_s = self.clock.monotonic()
 
     # -- building -----------------------------------------------------------------------------------
+    def _delivery(self, stack: ExitStack) -> None:
+        from edge.mqtt import EventMessages, Publisher, model_message
+
+        cfg = self.config
+        model, model_id = model_message(cfg, detector=self.pipeline.detector, classifier=self.pipeline.classifier,
+                                        at=self.clock.now(), synced=self.clock.synchronised())
+        if self._messages is None:
+            self._messages = EventMessages(cfg, model_id=model_id, sticky=cfg.events.mode == "sticky")
+        self.publisher = stack.enter_context(Publisher(cfg.mqtt, device=cfg.device.id, store=self.store,
+                                                       on_command=self._remote, model=model))
+        self._effort()
+
+    def _deliver_before_exit(self) -> None:
+        """A session that ends by itself (``--once``, a finished replay) delivers before it exits."""
+        self._effort(force=True)
+        deadline = self.clock.monotonic() + self.config.mqtt.drain_timeout.total_seconds()
+        while not self._stop.is_set():
+            depth = self.store.outbox_depth().count
+            if depth == 0:
+                logger.info("outbox delivered")
+                return
+            if self.clock.monotonic() >= deadline:
+                logger.warning("%d messages not delivered within %s: they stay queued for the next run (%s)",
+                               depth, self.config.mqtt.drain_timeout, self.publisher.state.last_error or
+                               "still sending")
+                return
+            self._housekeeping()
+            self._stop.wait(0.1)
+
+    def _effort(self, *, force: bool = False) -> None:
+        if self.config.mqtt is None:
+            return
+        from edge.mqtt import enqueue_effort
+
+        try:
+            enqueue_effort(self.store, self.config, now=self.clock.now(), synced=self.clock.synchronised(),
+                           boot_id=self.clock.boot_id(), monotonic=self.clock.monotonic(), force=force)
+        except (StoreError, ValueError) as err:
+            logger.warning("effort summary not queued: %s", err)
+
     def _pipeline(self, stack: ExitStack) -> FramePipeline:
         from edge.group import NewObjectFilter, PrivacyPolicy
         from edge.inference.classifier import Classifier
@@ -345,6 +438,8 @@ class Daemon:
         if interval is not None and now >= self._next_watchdog:
             self.notifier.watchdog()
             self._next_watchdog = now + interval
+        if self._pending_config is not None:
+            self._apply_pending()
         self._health()
 
     def _camera_state(self) -> dict[str, Any]:
@@ -373,12 +468,21 @@ class Daemon:
             "disk_low": self.pipeline.disk_low,
             "counts": dict(self.counts),
         }
+        if self.publisher is not None:
+            extra["mqtt"] = {**self.publisher.state.as_dict(), "dropped": self.store.outbox_dropped()}
         try:
             snapshot = collect_health(state_dir=self.state_dir, extra=extra, clock=self.clock, cpu=self.cpu)
             self.store.add_health(snapshot, self.clock.now())
         except (StoreError, ValueError, OSError) as err:
             logger.warning("health snapshot not recorded: %s", err)
             return
+        if self.publisher is not None:
+            from edge import payload as wire
+
+            self._effort()
+            if self.config.mqtt.health:
+                self.publisher.publish_direct(self.publisher.topics.health,
+                                              wire.encode_health(snapshot, device=self.config.device.id))
         self.notifier.status(f"{self.counts['frames']} frames, {self.counts['events']} events, queue {depth.count}, "
                              f"camera {self._camera_state()['state']}")
 
@@ -392,4 +496,10 @@ class Daemon:
             return
         if report.disk_low and not self.pipeline.disk_low:
             logger.warning("disk below the free-space floor after retention (%d bytes free)", report.free_bytes)
+        mqtt = self.config.mqtt
+        if mqtt is not None:
+            try:
+                self.store.trim_outbox(max_messages=mqtt.max_queue, max_age=mqtt.max_queue_age)
+            except StoreError as err:
+                logger.warning("outbox bound not applied: %s", err)
 

@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from edge.capture.base import Frame
 from edge.clock import Clock
@@ -77,6 +77,18 @@ class FramePipeline:
         self.disk_low = False
         self.last_inference_ms: float | None = None
         self.images_saved = 0
+
+    def reconfigure(self, cfg: Any) -> None:
+        """Take new thresholds and storage settings from a changed config (models stay loaded)."""
+        self.detector.set_thresholds(conf=cfg.detector.conf, iou=cfg.detector.iou)
+        if cfg.classifier is not None:
+            self.min_confidence = cfg.classifier.min_confidence
+            self.margin = cfg.classifier.margin
+        if self.sticky is not None:
+            self.sticky.iou = cfg.events.match_iou
+        self.save_images = cfg.storage.save_images
+        self.jpeg_quality = cfg.storage.jpeg_quality
+        self.min_free = cfg.storage.min_free
 
     # -- one frame --------------------------------------------------------------------------------
     def process(self, frame: Frame, *, trigger: str, burst_id: str, index: int) -> Processed:

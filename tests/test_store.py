@@ -603,3 +603,37 @@ def test_sigkill_at_random_points_never_leaves_a_partial_burst(tmp_path):
         images = root / "images"
         files = {p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()}
         assert files == {f.image_path for f in store.frames()}
+
+
+def test_ack_many_delivers_events_and_trim_outbox_drops_oldest_counted(store, wall):
+    bursts = [_burst(store, f"b{k}", T0 + k * DAY, [1], messages=2) for k in range(4)]
+    rows = store.pending(limit=100)
+    assert len(rows) == 8
+    store.ack_many([rows[0].seq, rows[1].seq, rows[2].seq])
+    first_event, second_event = bursts[0][1], bursts[1][1]
+    assert store.delivered_at(first_event.uid) is not None  # both of its messages acked
+    assert store.delivered_at(second_event.uid) is None  # one of two
+    store.ack_many([])
+    wall["now"] = T0 + 10 * DAY
+    store.enqueue(OutboxMessage("wildedge/trap-01/effort", b"{}"))
+    assert store.trim_outbox(max_messages=3) == 3  # 6 left: keep the newest 3
+    assert [r.topic for r in store.pending(limit=10)][-1] == "wildedge/trap-01/effort"
+    assert store.outbox_dropped() == 3
+    # Age: everything queued at T0 is older than 5 days at T0 + 10 days; the effort message is not.
+    assert store.trim_outbox(max_messages=100, max_age=timedelta(days=5)) == 2
+    assert [r.topic for r in store.pending(limit=10)] == ["wildedge/trap-01/effort"]
+    assert store.outbox_dropped() == 5
+    assert store.integrity_check() == "ok"
+
+
+def test_effort_window_counts_frames_empty_events_and_failures_per_trigger(store, wall):
+    _burst(store, "t1", T0, [0, 2], trigger="timelapse")
+    _burst(store, "t2", T0, [0], trigger="timelapse")
+    _burst(store, "m1", T0, [1], trigger="motion")
+    failed = FrameRecord(new_uid(), T0, 1.0, "boot-1", True, "file", "f1", 0, 0, 0, 0.0, "x.jpg",
+                         failure="not an image")
+    store.commit_burst([failed], None)
+    wall["now"] = T0 + DAY
+    _burst(store, "later", T0, [1], trigger="timelapse")
+    effort = store.effort_window(T0, T0 + timedelta(hours=1))
+    assert effort == {"timelapse": (3, 2, 1, 0), "motion": (1, 0, 1, 0), "file": (1, 0, 0, 1)}

@@ -44,6 +44,26 @@ def _load(config: Path, overrides: list[str] | None) -> Any:
         raise typer.Exit(2) from None
 
 
+def _with_remote_settings(cfg: Any, path: Path, overrides: list[str] | None) -> Any:
+    """The config with the settings persisted by MQTT ``set`` commands applied under ``--set``.
+
+    Remote settings that no longer validate (the file was edited since) are ignored with a
+    warning: a trap must not refuse to start over a stale remote change.
+    """
+    from edge.config import InvalidConfigError, load_config
+    from edge.mqtt.device import OVERRIDES_FILE, read_overrides
+
+    remote = read_overrides(Path(cfg.device.state_dir))
+    if not remote:
+        return cfg
+    try:
+        return load_config(path, overrides=[*remote, *(overrides or [])])
+    except InvalidConfigError as err:
+        typer.echo(f"warning: remote settings in {Path(cfg.device.state_dir) / OVERRIDES_FILE} ignored: "
+                   + "; ".join(err.problems), err=True)
+        return cfg
+
+
 def _verbosity(ctx: typer.Context, own: int) -> int:
     root = ctx.find_root().params.get("verbose") or 0
     return max(int(root), own)
@@ -62,7 +82,7 @@ def run(
     from edge.daemon import Daemon
     from edge.logsetup import configure_logging
 
-    cfg = _load(config, overrides)
+    cfg = _with_remote_settings(_load(config, overrides), config, overrides)
     root = logging.getLogger()
     for handler in list(root.handlers):  # the CLI's plain handler: the daemon logs its own way
         if handler.get_name() != "wildedge":

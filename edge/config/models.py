@@ -148,6 +148,25 @@ class MqttConfig(Section):
     cert_file: UserPath | None = Field(None, description="mqtts: client certificate (PEM)")
     key_file: UserPath | None = Field(None, description="mqtts: client private key (PEM)")
     keepalive: Duration = Field(timedelta(seconds=60), description="MQTT keepalive, whole seconds")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version; auto tries 5 and falls back to 3.1.1 when the broker refuses it")
+    session_expiry: PositiveDuration = Field(
+        timedelta(days=7), description="how long the broker keeps the session (queued commands) while offline")
+    max_inflight: int = Field(20, ge=1, le=1000, description="messages published and not yet acknowledged")
+    max_queue: int = Field(
+        200_000, ge=100, description="outbox messages kept while undelivered; beyond, the oldest are dropped")
+    max_queue_age: PositiveDuration = Field(
+        timedelta(days=365), description="undelivered outbox messages older than this are dropped")
+    effort_interval: PositiveDuration = Field(
+        timedelta(hours=1), description="time between sampling-effort summaries (frames, empty, events)")
+    drain_timeout: Duration = Field(
+        timedelta(seconds=60), description="--once and finished replays: wait this long for the outbox to empty")
+    health: bool = Field(True, description="publish health snapshots on <prefix>/<device>/health")
+    crops: bool = Field(False, description="publish a small JPEG crop of each event's best detection")
+    crop_max_bytes: ByteSize = Field(20_000, ge=1000, description="largest crop sent; smaller JPEG quality first")
+    crop_min_interval: Duration = Field(timedelta(minutes=1), description="at most one crop per this time")
+    ha_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery for this device")
+    ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
     # Present only so that `password = ...` gets the secrets hint rather than "unknown key".
     password: SkipJsonSchema[Any] = Field(None, exclude=True, repr=False)
 

@@ -77,6 +77,15 @@ class Detector:
                 self.model.close()
                 raise
 
+    def set_thresholds(self, *, conf: float | None = None, iou: float | None = None) -> None:
+        """Change the score and NMS thresholds of a loaded detector (None: back to the card's)."""
+        for name, value in (("conf", conf), ("iou", iou)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        self.conf = self.card.thresholds.conf if conf is None else conf
+        self.iou = self.card.thresholds.iou if iou is None else iou
+        self._ctx = DecodeContext(self._ctx.input_size, self._ctx.num_classes, self.conf, self._ctx.params)
+
     def warm_up(self) -> None:
         """One inference on a blank input: a slow first run never trips a watchdog, and the decoder
         checks the graph's outputs against the card now rather than on the first photo."""

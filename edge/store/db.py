@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,66 @@ class Store:
             if uid is not None and not conn.execute("SELECT 1 FROM outbox WHERE event_uid = ?",
                                                     (uid,)).fetchone():
                 conn.execute("UPDATE events SET delivered_at = ? WHERE uid = ?", (to_iso(self._now()), uid))
+
+    def ack_many(self, seqs: Sequence[int]) -> None:
+        """:meth:`ack` for several messages in one transaction (one fsync for a whole batch of PUBACKs)."""
+        if not seqs:
+            return
+        with self.transaction(f"ack of {len(seqs)} messages") as conn:
+            marks = _marks(len(seqs))
+            uids = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT event_uid FROM outbox WHERE seq IN ({marks}) AND event_uid IS NOT NULL",
+                tuple(seqs))}
+            conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(seqs))
+            now = to_iso(self._now())
+            for uid in uids:
+                if not conn.execute("SELECT 1 FROM outbox WHERE event_uid = ?", (uid,)).fetchone():
+                    conn.execute("UPDATE events SET delivered_at = ? WHERE uid = ?", (now, uid))
+
+    def trim_outbox(self, *, max_messages: int, max_age: timedelta | None = None) -> int:
+        """Drop the oldest undelivered messages beyond ``max_messages`` or older than ``max_age``.
+
+        The policy that bounds the outbox when a link stays down for months: oldest first, each
+        drop counted (``meta`` key ``outbox_dropped``, see :meth:`outbox_dropped`). Returns how many
+        were dropped now; their events stay in the store, undelivered.
+        """
+        if max_messages < 0:
+            raise ValueError(f"max_messages must be >= 0, got {max_messages}")
+        with self.transaction("trim outbox") as conn:
+            dropped = 0
+            if max_age is not None:
+                cutoff = to_iso(self._now() - max_age)
+                dropped += conn.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,)).rowcount
+            count = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            if count > max_messages:
+                dropped += conn.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                    (count - max_messages,)).rowcount
+            if dropped:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('outbox_dropped', ?) ON CONFLICT (key) "
+                             "DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value", (str(dropped),))
+        if dropped:
+            logger.warning("outbox over its bounds (%d messages, max age %s): dropped the %d oldest undelivered",
+                           max_messages, max_age, dropped)
+        return dropped
+
+    def outbox_dropped(self) -> int:
+        """Messages dropped by :meth:`trim_outbox` over the store's life."""
+        return int(self.get_meta("outbox_dropped", "0") or 0)
+
+    def effort_window(self, start: datetime, end: datetime) -> dict[str, tuple[int, int, int, int]]:
+        """Per trigger reason, for frames recorded in ``[start, end)``: (frames, empty, events, failed)."""
+        lo, hi = to_iso(start), to_iso(end)
+        rows = self.query(
+            "SELECT trigger_reason, count(*), "
+            "sum(failure IS NULL AND NOT EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.id)), "
+            "sum(failure IS NOT NULL) FROM frames f "
+            "WHERE COALESCE(recorded_at, captured_at) >= ? AND COALESCE(recorded_at, captured_at) < ? "
+            "GROUP BY trigger_reason", (lo, hi))
+        events = dict(self.query(
+            "SELECT trigger_reason, count(*) FROM events WHERE COALESCE(recorded_at, captured_at) >= ? "
+            "AND COALESCE(recorded_at, captured_at) < ? GROUP BY trigger_reason", (lo, hi)))
+        return {r[0]: (r[1], r[2], events.get(r[0], 0), r[3]) for r in rows}
 
     def note_attempt(self, seq: int) -> None:
         """Count one publish attempt of message ``seq``."""

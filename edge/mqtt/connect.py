@@ -1,0 +1,119 @@
+"""Building the paho-mqtt client from ``[mqtt]``: protocol, session, TLS, credentials, Last Will,
+and the reconnect backoff. paho is imported here and in :mod:`edge.mqtt.publisher` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The file a systemd credential named so is read from when ``password_file`` is not set.
+CREDENTIAL_NAME = "mqtt-password"
+V5, V311 = "5", "3.1.1"
+
+
+def read_password(password_file: Path | None, *, environ: dict[str, str] | None = None) -> str | None:
+    """The broker password: ``password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt-password``.
+
+    Read at every connect, so a rotated password is picked up without a restart.
+
+    Raises:
+        ConfigError: ``password_file`` is set but cannot be read.
+    """
+    env = os.environ if environ is None else environ
+    path = password_file
+    if path is None and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read the MQTT password file {path}: {err.strerror or err}") from None
+    return text.rstrip("\r\n")
+
+
+@dataclass
+class Backoff:
+    """Exponential reconnect delays with "equal jitter": half fixed, half random.
+
+    Jitter keeps a fleet of traps that lost the same broker from reconnecting in lockstep.
+    """
+
+    initial: float = 1.0
+    maximum: float = 300.0
+    attempt: int = 0
+
+    def next(self, rng: random.Random | None = None) -> float:
+        ceiling = min(self.maximum, self.initial * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def make_client(cfg: Any, *, device: str, protocol: str, will_topic: str, will_payload: bytes) -> paho.Client:
+    """A configured, unconnected client for ``[mqtt]`` ``cfg`` speaking ``protocol`` ("5" or "3.1.1").
+
+    The client id is the device id and the session persists (MQTT 5: ``clean_start`` false with a
+    session expiry; 3.1.1: ``clean_session`` false), so the broker keeps subscriptions and queued
+    commands while the device is away.
+
+    Raises:
+        ConfigError: a TLS file or the password file cannot be read.
+    """
+    if protocol == V5:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=paho.MQTTv5)
+    else:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=paho.MQTTv311,
+                             clean_session=False)
+    client.max_inflight_messages_set(cfg.max_inflight)
+    # The outbox is the queue: the drain never hands paho more than max_inflight messages at a time.
+    client.max_queued_messages_set(0)
+    client.will_set(will_topic, will_payload, qos=1, retain=True)
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, read_password(cfg.password_file))
+    if cfg.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(cfg, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"mqtt.{key}: no such file: {path}")
+        try:
+            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                           keyfile=str(cfg.key_file) if cfg.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, OSError) as err:
+            raise ConfigError(f"mqtt TLS files cannot be loaded: {err}") from None
+    return client
+
+
+def connect(client: paho.Client, cfg: Any, *, protocol: str) -> None:
+    """Open the connection (blocking socket connect; the CONNACK arrives through ``client.loop``).
+
+    Raises:
+        OSError: the broker cannot be reached (refused, unreachable, TLS handshake failed).
+    """
+    keepalive = int(cfg.keepalive.total_seconds())
+    if protocol == V5:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds())
+        client.connect(cfg.host, cfg.port, keepalive, clean_start=False, properties=props)
+    else:
+        client.connect(cfg.host, cfg.port, keepalive)

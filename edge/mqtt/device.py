@@ -1,0 +1,145 @@
+"""What the daemon hands to delivery: event and effort messages for the outbox, the retained
+model message, and remote ``set`` commands validated against the config schema and persisted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge import payload as wire
+from edge.errors import ConfigError
+from edge.inference.card import sha256_file
+from edge.store import EventRecord, OutboxMessage, Store
+
+logger = logging.getLogger(__name__)
+
+EFFORT_KEY = "effort_until"
+OVERRIDES_FILE = "remote-settings.json"
+#: Keys a ``set`` command may change: thresholds, intervals, windows, storage. Not the device's
+#: identity, camera, models, broker or privacy: those need someone at the config file.
+SETTABLE = re.compile(
+    r"(detector\.(conf|iou)|classifier\.(min_confidence|margin)|events\.match_iou"
+    r"|trigger\.(?!type$)[a-z_]+|storage\.(save_images|jpeg_quality|max_age|min_free)|health\.interval"
+    r"|mqtt\.(effort_interval|health|crops|crop_min_interval))")
+
+
+def model_message(cfg: Any, *, detector: Any, classifier: Any | None, at: datetime, synced: bool
+                  ) -> tuple[bytes, str]:
+    """The retained model message (labels travel here, once) and the model id events refer to."""
+    det = wire.ModelInfo(name=detector.card.name or detector.card.decoder.name,
+                         sha256=sha256_file(cfg.detector.model), labels=list(detector.labels),
+                         conf=detector.conf, iou=detector.iou)
+    cls = None
+    if classifier is not None:
+        cls = wire.ModelInfo(name=classifier.card.name or classifier.card.decoder.name,
+                             sha256=sha256_file(cfg.classifier.model), labels=list(classifier.labels),
+                             conf=cfg.classifier.min_confidence, iou=None)
+    data = wire.encode_model(device=cfg.device.id, detector=det, classifier=cls, at=at, clock_synced=synced)
+    return data, wire.model_id(det.sha256, cls.sha256 if cls else None)
+
+
+class EventMessages:
+    """Builds an event's outbox messages (the daemon's ``messages`` hook)."""
+
+    def __init__(self, cfg: Any, *, model_id: str, sticky: bool) -> None:
+        self.device = cfg.device.id
+        self.topics = wire.topics(cfg.mqtt.prefix, self.device)
+        self.model_id = model_id
+        self.sticky = sticky
+        self.folder = Path(cfg.camera.path) if cfg.camera.type == "folder" else None
+
+    def __call__(self, event: EventRecord, frames: Sequence[Any]) -> list[OutboxMessage]:
+        best = next(p.record for p in frames if p.record.uid == event.best_frame_uid)
+        image = event.image_path
+        if self.folder is not None and best.source:
+            # A folder camera's photo is its own file: name it as the server's copy of the card does.
+            try:
+                image = Path(best.source).relative_to(self.folder).as_posix()
+            except ValueError:
+                image = Path(best.source).name
+        data = wire.encode_event(event, best, device=self.device, model_id=self.model_id, image=image,
+                                 sticky=self.sticky)
+        return [OutboxMessage(self.topics.event, data, qos=1, event_uid=event.uid)]
+
+
+def enqueue_effort(store: Store, cfg: Any, *, now: datetime, synced: bool, boot_id: str, monotonic: float,
+                   force: bool = False) -> bool:
+    """Queue the sampling-effort summary for the time since the last one, when it is due.
+
+    The window's end is stored with the message in one step after it, and the message id is
+    derived from the device and the window start, so a crash in between sends the same id twice
+    (the server keeps one) rather than losing or double-counting a window.
+    """
+    text = store.get_meta(EFFORT_KEY)
+    if text is None:
+        store.set_meta(EFFORT_KEY, now.isoformat())
+        return False
+    start = datetime.fromisoformat(text)
+    if now - start < timedelta(seconds=1) or (not force and now - start < cfg.mqtt.effort_interval):
+        return False
+    counts = store.effort_window(start, now)  # reason names; the encoder merges external and gpio
+    uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"wildedge:{cfg.device.id}:effort:{start.isoformat()}"))
+    data = wire.encode_effort(device=cfg.device.id, uid=uid, start=start, end=now, clock_synced=synced,
+                              boot_id=boot_id, monotonic=monotonic, counts=counts)
+    store.enqueue(OutboxMessage(wire.topics(cfg.mqtt.prefix, cfg.device.id).effort, data, qos=1))
+    store.set_meta(EFFORT_KEY, now.isoformat())
+    return True
+
+
+# -- remote settings --------------------------------------------------------------------------------
+
+def read_overrides(state_dir: Path) -> list[str]:
+    """The ``key=value`` overrides persisted by earlier ``set`` commands (oldest first)."""
+    path = Path(state_dir) / OVERRIDES_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring unreadable remote settings %s: %s", path, err)
+        return []
+    return [f"{key}={json.dumps(value)}" for key, value in data.items()] if isinstance(data, dict) else []
+
+
+def apply_set(config: Any, values: Mapping[str, Any], *, state_dir: Path) -> Any:
+    """Validate ``values`` (``{"key.path": value}``) against the whole config and persist them.
+
+    Returns the new config. Nothing is written when anything is refused.
+
+    Raises:
+        ConfigError: a key may not be set remotely, or the result does not validate (the message
+            lists every problem as ``key.path: message``).
+    """
+    from edge.config import InvalidConfigError, config_from_dict
+
+    refused = sorted(key for key in values if not SETTABLE.fullmatch(key))
+    if refused:
+        raise ConfigError(f"not settable remotely: {', '.join(refused)}")
+    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    try:
+        new = config_from_dict(config.model_dump(exclude_none=True), overrides=overrides)
+    except InvalidConfigError as err:
+        raise ConfigError("; ".join(err.problems)) from None
+    path = Path(state_dir) / OVERRIDES_FILE
+    try:
+        current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        current = {}
+    current.update(values)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(current, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    logger.info("remote settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    return new
+

@@ -1,0 +1,112 @@
+"""A test-side MQTT subscriber (the server's part) and config builders for the delivery tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that records every message it gets, reconnecting on its own."""
+
+    def __init__(self, host: str, port: int, *, topic: str = "wildedge/#", client_id: str = "collector",
+                 tls: Any = None) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.topic = topic
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert), keyfile=str(tls.client_key))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_args: self.connected.clear()
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async(host, port, 30, clean_start=False, properties=props)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            raise RuntimeError("the test subscriber could not connect")
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.topic, qos=1)
+            self.connected.set()
+
+    def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+    def on(self, suffix: str) -> list[paho.MQTTMessage]:
+        with self.lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def json(self, suffix: str) -> list[dict]:
+        return [json.loads(m.payload) for m in self.on(suffix)]
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                with self.lock:
+                    topics = [m.topic for m in self.messages][-20:]
+                raise AssertionError(f"not received in {timeout} s; last topics: {topics}")
+            time.sleep(0.05)
+
+    def publish(self, topic: str, payload: bytes | str, *, correlation: bytes | None = None) -> None:
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        self.client.publish(topic, payload, qos=1, properties=props).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def daemon_config(tmp_path: Path, *, model: Path, photos: Path, url: str, extra: str = "",
+                  mqtt_extra: str = "", camera: str = "") -> Path:
+    """A TOML config: folder camera over ``photos``, the stamped ``model``, MQTT to ``url``."""
+    path = tmp_path / "wildedge.toml"
+    path.write_text(f"""
+[device]
+id = "trap-01"
+state_dir = "{tmp_path / 'state'}"
+timezone = "UTC"
+
+[camera]
+type = "folder"
+path = "{photos}"
+{camera}
+
+[detector]
+model = "{model}"
+conf = 0.15
+
+[privacy]
+person = "keep"
+
+[storage]
+min_free = 0
+
+[health]
+interval = "1s"
+
+[mqtt]
+url = "{url}"
+keepalive = "5s"
+drain_timeout = "30s"
+{mqtt_extra}
+{extra}
+""")
+    return path

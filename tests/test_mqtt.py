@@ -1,0 +1,262 @@
+"""Delivery against a real mosquitto: outbox drained at least once, TLS and passwords, ACL refusals,
+the protocol fallback, and the daemon's commands (with a hypothesis fuzz)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mqtt_helpers import Subscriber
+
+from edge.config import config_from_dict
+from edge.mqtt import Publisher
+from edge.store import EventRecord, OutboxMessage, Store, new_uid
+
+T0 = datetime(2026, 6, 1, 4, 30, tzinfo=timezone.utc)
+
+
+def _mqtt(url: str, **keys: Any) -> Any:
+    data = {"device": {"id": "trap-01"}, "camera": {"type": "folder", "path": "."},
+            "detector": {"model": "d.onnx"}, "mqtt": {"url": url, "keepalive": "5s", **keys}}
+    return config_from_dict(data).mqtt
+
+
+def _queue(store: Store, count: int, *, prefix: str = "wildedge") -> list[str]:
+    """``count`` events, each with one queued message whose payload names it; their uids."""
+    uids = []
+    for k in range(count):
+        event = EventRecord(new_uid(), new_uid(), T0, 1.0 + k, "boot", True, "timelapse", None, new_uid(), {})
+        payload = json.dumps({"e": event.uid, "k": k}).encode()
+        store.commit_burst([], event, [OutboxMessage(f"{prefix}/trap-01/event", payload, event_uid=event.uid)])
+        uids.append(event.uid)
+    return uids
+
+
+def _wait(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "wildedge.db", images_dir=tmp_path / "images") as opened:
+        yield opened
+
+
+def test_outbox_drains_in_order_with_retained_status_and_model(broker, store):
+    uids = _queue(store, 50)
+    sub = Subscriber(broker.host, broker.port)
+    try:
+        with Publisher(_mqtt(broker.url, max_inflight=5), device="trap-01", store=store, model=b'{"v":1}') as pub:
+            sub.wait_for(lambda: len(sub.on("/event")) >= 50)
+            _wait(lambda: store.outbox_depth().count == 0)
+            assert pub.state.connected and pub.state.acked == 50
+        got = [json.loads(m.payload)["e"] for m in sub.on("/event")]
+        assert got == uids  # in order, each once (no reconnect happened)
+        assert all(store.delivered_at(uid) is not None for uid in uids)
+        states = [json.loads(m.payload)["st"] for m in sub.on("/status")]
+        assert states[0] == "online" and states[-1] == "stopped"
+        assert [m.payload for m in sub.on("/model")] == [b'{"v":1}']
+    finally:
+        sub.close()
+    # Retained: a late subscriber still learns the model and that the device stopped cleanly.
+    late = Subscriber(broker.host, broker.port, client_id="late")
+    try:
+        late.wait_for(lambda: late.on("/model") and late.on("/status"))
+        assert json.loads(late.on("/status")[-1].payload)["st"] == "stopped"
+    finally:
+        late.close()
+
+
+def test_nothing_is_lost_while_the_broker_goes_down_and_comes_back(broker_factory, store):
+    broker = broker_factory(autosave_interval=1)
+    sub = Subscriber(broker.host, broker.port)
+    uids = _queue(store, 40)
+    try:
+        with Publisher(_mqtt(broker.url, max_inflight=3), device="trap-01", store=store) as pub:
+            for _round in range(3):
+                _wait(lambda: pub.state.connected and store.outbox_depth().count < 10)
+                broker.stop()
+                uids += _queue(store, 20)  # recorded while the link is down
+                time.sleep(0.5)
+                broker.start()
+            _wait(lambda: store.outbox_depth().count == 0, timeout=60)
+            assert pub.state.disconnects >= 3
+        sub.wait_for(lambda: {json.loads(m.payload)["e"] for m in sub.on("/event")} >= set(uids), timeout=30)
+    finally:
+        sub.close()
+
+
+def test_tls_with_client_certificates(broker_factory, store, tls_files):
+    broker = broker_factory(tls=tls_files, client_certs=True)
+    _queue(store, 3)
+    cfg = _mqtt(broker.url.replace("mqtt://", "mqtts://"), ca_file=str(tls_files.ca),
+                cert_file=str(tls_files.client_cert), key_file=str(tls_files.client_key))
+    with Publisher(cfg, device="trap-01", store=store) as pub:
+        _wait(lambda: store.outbox_depth().count == 0)
+        assert pub.state.connected
+    rogue = _mqtt(broker.url.replace("mqtt://", "mqtts://"), ca_file=str(tls_files.ca),
+                  cert_file=str(tls_files.rogue_cert), key_file=str(tls_files.rogue_key))
+    _queue(store, 2)
+    with Publisher(rogue, device="trap-01", store=store) as pub:
+        _wait(lambda: pub.state.last_error is not None)
+        time.sleep(0.5)
+        assert not pub.state.connected
+    assert store.outbox_depth().count == 2  # nothing lost
+
+
+def test_passwords_right_and_wrong(broker_factory, store, tmp_path, monkeypatch):
+    broker = broker_factory(passwords={"trap-01": "s3cret"})
+    _queue(store, 4)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("guess\n")
+    with Publisher(_mqtt(broker.url, username="trap-01", password_file=str(wrong)), device="trap-01",
+                   store=store) as pub:
+        _wait(lambda: pub.state.last_error is not None and "refused" in pub.state.last_error)
+        assert "Not authorized" in pub.state.last_error or "password" in pub.state.last_error
+        assert not pub.state.connected
+    assert store.outbox_depth().count == 4
+    # The right password, from a systemd credential directory.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    with Publisher(_mqtt(broker.url, username="trap-01"), device="trap-01", store=store) as pub:
+        _wait(lambda: store.outbox_depth().count == 0)
+        assert pub.state.acked == 4
+
+
+def test_acl_refusal_is_reported_and_the_message_kept(broker_factory, store):
+    acl = ("user trap-01\ntopic readwrite wildedge/trap-01/status\ntopic readwrite wildedge/trap-01/model\n"
+           "topic readwrite wildedge/trap-01/cmd/#\n")
+    broker = broker_factory(passwords={"trap-01": "pw"}, acl=acl)
+    store.path.parent.joinpath("pw").write_text("pw")
+    _queue(store, 2)
+    cfg = _mqtt(broker.url, username="trap-01", password_file=str(store.path.parent / "pw"))
+    with Publisher(cfg, device="trap-01", store=store) as pub:
+        _wait(lambda: pub.state.refused >= 2)
+        assert pub.state.connected
+        assert "Not authorized" in pub.state.last_error
+    assert store.outbox_depth().count == 2
+
+
+def test_mqtt_311_delivers_too(broker, store):
+    uids = _queue(store, 5)
+    sub = Subscriber(broker.host, broker.port)
+    try:
+        with Publisher(_mqtt(broker.url, protocol="3.1.1"), device="trap-01", store=store) as pub:
+            _wait(lambda: store.outbox_depth().count == 0)
+            assert pub.state.protocol == "3.1.1"
+        sub.wait_for(lambda: len(sub.on("/event")) == 5)
+        assert [json.loads(m.payload)["e"] for m in sub.on("/event")] == uids
+    finally:
+        sub.close()
+
+
+# -- commands through a running daemon ----------------------------------------------------------------
+
+@pytest.fixture
+def running(tmp_path, assets, stamped, broker):
+    """An in-process daemon (scripted camera, external trigger) connected to ``broker``, and a client."""
+    import cv2
+
+    from edge.capture import FakeCamera
+    from edge.clock import SystemClock
+    from edge.daemon import Daemon
+
+    config = config_from_dict({
+        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
+        "camera": {"type": "opencv", "source": 0},
+        "trigger": {"type": "external"},
+        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
+        "privacy": {"person": "keep"},
+        "storage": {"min_free": 0},
+        "mqtt": {"url": broker.url, "keepalive": "5s"},
+    })
+    frame = cv2.imread(str(sorted((assets / "camera_traps_lila" / "images").iterdir())[0]))
+    camera = FakeCamera([frame], clock=SystemClock(), loop=True)
+    daemon = Daemon(config, camera_factory=lambda: camera)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
+    _wait(lambda: daemon.publisher is not None and daemon.publisher.state.connected)
+    try:
+        yield daemon, sub, thread
+    finally:
+        sub.close()
+        daemon.stop()
+        thread.join(15)
+
+
+def _ask(sub: Subscriber, name: str, payload: bytes | str, *, correlation: bytes | None = None) -> dict:
+    before = len(sub.on("/cmd/result"))
+    sub.publish(f"wildedge/trap-01/cmd/{name}", payload, correlation=correlation)
+    sub.wait_for(lambda: len(sub.on("/cmd/result")) > before)
+    return json.loads(sub.on("/cmd/result")[before].payload)
+
+
+@pytest.mark.assets
+def test_commands_are_answered_with_their_correlation(running):
+    daemon, sub, _thread = running
+    before = len(sub.on("/cmd/result"))
+    sub.publish("wildedge/trap-01/cmd/ping", b"{}", correlation=b"abc-123")
+    sub.wait_for(lambda: len(sub.on("/cmd/result")) > before)
+    reply = sub.on("/cmd/result")[before]
+    assert reply.properties.CorrelationData == b"abc-123"
+    assert json.loads(reply.payload)["ok"] is True
+    assert _ask(sub, "ping", '{"id": "r1"}')["id"] == "r1"  # the JSON id for MQTT 3.1.1 clients
+    assert _ask(sub, "capture", '{"burst": 2}')["ok"] is True
+    _wait(lambda: daemon.counts["frames"] == 2)
+    status = _ask(sub, "status", "{}")
+    assert status["ok"] and status["r"]["status"]["counts"]["frames"] == 2
+    sub.wait_for(lambda: sub.on("/event"))
+    event = json.loads(sub.on("/event")[0].payload)
+    assert event["d"] == "trap-01" and event["g"] == "c"
+
+
+@pytest.mark.assets
+def test_set_validates_persists_and_applies(running):
+    daemon, sub, _thread = running
+    reply = _ask(sub, "set", '{"values": {"detector.conf": 0.55, "trigger.cooldown": "2s"}}')
+    assert reply["ok"], reply
+    _wait(lambda: daemon.pipeline.detector.conf == 0.55)
+    persisted = json.loads((daemon.state_dir / "remote-settings.json").read_text())
+    assert persisted == {"detector.conf": 0.55, "trigger.cooldown": "2s"}
+    bad = _ask(sub, "set", '{"values": {"detector.conf": 7}}')
+    assert not bad["ok"] and "detector.conf" in bad["err"]
+    refused = _ask(sub, "set", '{"values": {"privacy.person": "keep"}}')
+    assert not refused["ok"] and "not settable" in refused["err"]
+    assert daemon.pipeline.detector.conf == 0.55
+
+
+@pytest.mark.assets
+def test_malformed_and_unknown_commands_get_errors(running):
+    _daemon, sub, _thread = running
+    assert _ask(sub, "ping", b"{not json")["code"] == "bad_json"
+    assert _ask(sub, "reboot", b"{}")["code"] == "unknown_command"
+    assert _ask(sub, "capture", '{"burst": 1000}')["code"] == "bad_args"
+
+
+@pytest.mark.assets
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["capture", "set", "status", "ping", "rm", "exec", "x" * 40]),
+       body=st.one_of(st.binary(max_size=300),
+                      st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                                   | st.text(max_size=20),
+                                   lambda inner: st.lists(inner, max_size=4)
+                                   | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                                   max_leaves=10).map(lambda v: json.dumps(v).encode())))
+def test_fuzzed_commands_always_get_an_answer_and_never_crash(running, name, body):
+    daemon, sub, thread = running
+    reply = _ask(sub, name, body)
+    assert set(reply) >= {"v", "d", "ok"}
+    assert thread.is_alive() and daemon.publisher.state.connected
