@@ -421,6 +421,7 @@ class Daemon:
             privacy=PrivacyPolicy(mode=cfg.privacy.person, labels=cfg.privacy.labels),
             save_images=cfg.storage.save_images, jpeg_quality=cfg.storage.jpeg_quality,
             min_free=cfg.storage.min_free,
+            crop_max_bytes=cfg.mqtt.crop_max_bytes if cfg.mqtt is not None and cfg.mqtt.crops else None,
         )
 
     def _triggers(self, stack: ExitStack) -> list[Trigger]:

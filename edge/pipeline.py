@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from edge.capture.base import Frame
 from edge.clock import Clock
+from edge.crops import encode_crop
 from edge.errors import StoreError
 from edge.group import FrameDetections, NewObjectFilter, PrivacyPolicy, summarise_burst
 from edge.group.burst import normalise_box
@@ -32,6 +33,7 @@ class Processed:
     record: FrameRecord
     detections: list[Detection] = field(default_factory=list)
     new: list[bool] = field(default_factory=list)
+    crop: bytes | None = None  # JPEG of the frame's best detection (``crop_max_bytes`` set), privacy applied
 
 
 class FramePipeline:
@@ -52,6 +54,7 @@ class FramePipeline:
         save_images: SaveImages = "detections",
         jpeg_quality: int = 90,
         min_free: int = 0,
+        crop_max_bytes: int | None = None,
         disk_usage: Callable[[Path], object] = shutil.disk_usage,
     ) -> None:
         if save_images not in ("all", "detections", "none"):
@@ -65,6 +68,7 @@ class FramePipeline:
         self.save_images = save_images
         self.jpeg_quality = jpeg_quality
         self.min_free = min_free
+        self.crop_max_bytes = crop_max_bytes
         self.disk_usage = disk_usage
         self.min_confidence = classifier_min_confidence
         self.margin = classifier_margin
@@ -118,7 +122,11 @@ class FramePipeline:
             width=width, height=height, inference_ms=round(inference_ms, 2), source=frame.source,
             image_path=image_path, detections=records, person=outcome.person,
         )
-        return Processed(record, detections, new)
+        crop = None
+        if self.crop_max_bytes and outcome.image is not None and any(new):
+            best = max((d for d, n in zip(detections, new) if n), key=lambda d: d.score)
+            crop = encode_crop(outcome.image, best.box, max_bytes=self.crop_max_bytes)
+        return Processed(record, detections, new, crop)
 
     def failed(self, source: str | None, reason: str, *, trigger: str, burst_id: str, index: int) -> Processed:
         """The record of a frame that could not be read: its source counts as done."""

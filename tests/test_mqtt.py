@@ -260,3 +260,70 @@ def test_fuzzed_commands_always_get_an_answer_and_never_crash(running, name, bod
     reply = _ask(sub, name, body)
     assert set(reply) >= {"v", "d", "ok"}
     assert thread.is_alive() and daemon.publisher.state.connected
+
+
+@pytest.mark.assets
+def test_once_session_delivers_event_and_a_capped_crop(tmp_path, assets, stamped, broker):
+    import cv2
+    import numpy as np
+
+    from edge.capture import FakeCamera
+    from edge.clock import SystemClock
+    from edge.daemon import Daemon
+
+    config = config_from_dict({
+        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
+        "camera": {"type": "opencv", "source": 0},
+        "trigger": {"type": "timelapse", "interval": "1h", "burst": 2, "burst_interval": "0s"},
+        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
+        "privacy": {"person": "keep"},
+        "storage": {"min_free": 0},
+        "mqtt": {"url": broker.url, "keepalive": "5s", "crops": True, "crop_max_bytes": 3000},
+    })
+    frame = cv2.imread(str(sorted((assets / "camera_traps_lila" / "images").iterdir())[1]))
+    sub = Subscriber(broker.host, broker.port)
+    try:
+        camera = FakeCamera([frame, frame], clock=SystemClock())
+        assert Daemon(config, once=True, camera_factory=lambda: camera).run() == 0  # delivers, then exits
+        sub.wait_for(lambda: sub.on("/event") and [m for m in sub.messages if "/crop/" in m.topic])
+        (event,) = sub.json("/event")
+        (crop,) = [m for m in sub.messages if "/crop/" in m.topic]
+        assert crop.topic == f"wildedge/trap-01/crop/{event['e']}"
+        assert len(crop.payload) <= 3000
+        image = cv2.imdecode(np.frombuffer(crop.payload, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and max(image.shape[:2]) <= 320
+        with Store(tmp_path / "state" / "wildedge.db", images_dir=tmp_path / "state" / "images") as store:
+            assert store.outbox_depth().count == 0
+    finally:
+        sub.close()
+
+
+def test_crops_are_rate_limited_and_capped():
+    import numpy as np
+
+    from edge.crops import encode_crop
+    from edge.mqtt.device import EventMessages
+    from edge.pipeline import Processed
+    from edge.store import FrameRecord
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)  # incompressible: forces small sizes
+    small = encode_crop(noise, (100, 100, 700, 500), max_bytes=4000)
+    assert small is not None and len(small) <= 4000
+    assert encode_crop(noise, (10, 10, 10, 10), max_bytes=4000) is None  # no area
+    assert encode_crop(noise, (100, 100, 700, 500), max_bytes=200) is None  # cannot fit: not sent
+    config = config_from_dict({"device": {"id": "trap-01"}, "camera": {"type": "opencv", "source": 0},
+                               "trigger": {"type": "external"}, "detector": {"model": "d.onnx"},
+                               "mqtt": {"url": "mqtt://h", "crops": True, "crop_min_interval": "60s"}})
+    clock = {"t": 0.0}
+    build = EventMessages(config, model_id="0" * 8, sticky=False, monotonic=lambda: clock["t"])
+    sent = []
+    for t in (0.0, 30.0, 61.0):
+        clock["t"] = t
+        frame = FrameRecord(new_uid(), T0, t, "boot", True, "external", new_uid(), 0, 800, 600, 1.0)
+        event = EventRecord(new_uid(), frame.burst_id, T0, t, "boot", True, "external", None, frame.uid,
+                            {"frames": 1, "frames_with_detections": 0, "classes": [],
+                             "best": {"frame_uid": frame.uid, "index": 0, "class_id": 0, "label": "x",
+                                      "score": 0.5, "box": [0, 0, 1, 1]}})
+        sent.append(sum("/crop/" in m.topic for m in build(event, [Processed(frame, crop=small)])))
+    assert sent == [1, 0, 1] and build.crops_skipped == 1

@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,18 @@ def model_message(cfg: Any, *, detector: Any, classifier: Any | None, at: dateti
 class EventMessages:
     """Builds an event's outbox messages (the daemon's ``messages`` hook)."""
 
-    def __init__(self, cfg: Any, *, model_id: str, sticky: bool) -> None:
+    def __init__(self, cfg: Any, *, model_id: str, sticky: bool, monotonic: Callable[[], float] = time.monotonic
+                 ) -> None:
         self.device = cfg.device.id
         self.topics = wire.topics(cfg.mqtt.prefix, self.device)
         self.model_id = model_id
         self.sticky = sticky
         self.folder = Path(cfg.camera.path) if cfg.camera.type == "folder" else None
+        self.crops = cfg.mqtt.crops
+        self.crop_min_interval = cfg.mqtt.crop_min_interval.total_seconds()
+        self._monotonic = monotonic
+        self._last_crop: float | None = None
+        self.crops_skipped = 0  # rate-limited
 
     def __call__(self, event: EventRecord, frames: Sequence[Any]) -> list[OutboxMessage]:
         best = next(p.record for p in frames if p.record.uid == event.best_frame_uid)
@@ -67,7 +74,17 @@ class EventMessages:
                 image = Path(best.source).name
         data = wire.encode_event(event, best, device=self.device, model_id=self.model_id, image=image,
                                  sticky=self.sticky)
-        return [OutboxMessage(self.topics.event, data, qos=1, event_uid=event.uid)]
+        messages = [OutboxMessage(self.topics.event, data, qos=1, event_uid=event.uid)]
+        crop = next((p.crop for p in frames if p.record.uid == event.best_frame_uid), None)
+        if self.crops and crop is not None:
+            now = self._monotonic()
+            if self._last_crop is None or now - self._last_crop >= self.crop_min_interval:
+                self._last_crop = now
+                messages.append(OutboxMessage(self.topics.crop(event.uid), crop, qos=1,
+                                              event_uid=event.uid))
+            else:
+                self.crops_skipped += 1
+        return messages
 
 
 def enqueue_effort(store: Store, cfg: Any, *, now: datetime, synced: bool, boot_id: str, monotonic: float,
