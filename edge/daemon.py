@@ -78,6 +78,8 @@ class Daemon(Upkeep):
         self._config_lock = threading.Lock()
         self._pending_config: Any = None
         self.publisher: Any = None
+        self.ha_tally: Any = None  # Home Assistant "detections today" (mqtt.ha_discovery)
+        self.ha_topic = ""
         self.cpu = CpuMeter()
         self.started_at: datetime | None = None
         self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
@@ -347,6 +349,15 @@ class Daemon(Upkeep):
         event = self.pipeline.event(frames, trigger=reason, burst_id=burst_id)
         messages = self._messages(event, frames) if (self._messages and event is not None) else []
         self.store.commit_burst([p.record for p in frames], event, messages)
+        if messages and self.publisher is not None:
+            self.publisher.notify()
+        if event is not None and self.ha_tally is not None and event.clock_synced:
+            # Home Assistant shows names, not class indices; a 1970 time from an unsynchronised
+            # clock would show as the last detection, so only synchronised events are tallied.
+            vote = event.summary.get("classification") or {}
+            label = vote.get("label") or event.summary["best"]["label"]
+            self.ha_tally.add(label, event.captured_at, self.tz)
+            self.publisher.set_retained(self.ha_topic, self.ha_tally.state())
         self.counts["frames"] += len(frames)
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
@@ -363,8 +374,18 @@ class Daemon(Upkeep):
                                         at=self.clock.now(), synced=self.clock.synchronised())
         if self._messages is None:
             self._messages = EventMessages(cfg, model_id=model_id, sticky=cfg.events.mode == "sticky")
+        retained: list[tuple[str, bytes]] = []
+        if cfg.mqtt.ha_discovery:
+            from edge import __version__
+            from edge.mqtt import homeassistant as ha
+
+            retained = ha.discovery_messages(prefix=cfg.mqtt.prefix, device=cfg.device.id,
+                                             ha_prefix=cfg.mqtt.ha_prefix, version=__version__)
+            self.ha_tally = ha.DetectionTally()
+            self.ha_topic = ha.ha_state_topic(cfg.mqtt.prefix, cfg.device.id)
+            retained.append((self.ha_topic, self.ha_tally.state(now=self.clock.now())))
         self.publisher = stack.enter_context(Publisher(cfg.mqtt, device=cfg.device.id, store=self.store,
-                                                       on_command=self._remote, model=model))
+                                                       on_command=self._remote, model=model, retained=retained))
         self._effort()
 
     def _pipeline(self, stack: ExitStack) -> FramePipeline:

@@ -64,10 +64,13 @@ class Upkeep:
         from edge.mqtt import enqueue_effort
 
         try:
-            enqueue_effort(self.store, self.config, now=self.clock.now(), synced=self.clock.synchronised(),
-                           boot_id=self.clock.boot_id(), monotonic=self.clock.monotonic(), force=force)
+            queued = enqueue_effort(self.store, self.config, now=self.clock.now(), synced=self.clock.synchronised(),
+                                    boot_id=self.clock.boot_id(), monotonic=self.clock.monotonic(), force=force)
         except (StoreError, ValueError) as err:
             logger.warning("effort summary not queued: %s", err)
+            return
+        if queued and self.publisher is not None:
+            self.publisher.notify()
 
     def _housekeeping(self) -> None:
         now = self.clock.monotonic()
@@ -117,6 +120,10 @@ class Upkeep:
             from edge import payload as wire
 
             self._effort()
+            tally = getattr(self, "ha_tally", None)
+            reset = tally.next_reset() if tally is not None else None
+            if reset is not None and self.clock.now() >= reset:  # local midnight: "today" starts at 0
+                self.publisher.set_retained(self.ha_topic, tally.state(now=self.clock.now()))
             if self.config.mqtt.health:
                 self.publisher.publish_direct(self.publisher.topics.health,
                                               wire.encode_health(snapshot, device=self.config.device.id))

@@ -327,3 +327,37 @@ def test_crops_are_rate_limited_and_capped():
                                       "score": 0.5, "box": [0, 0, 1, 1]}})
         sent.append(sum("/crop/" in m.topic for m in build(event, [Processed(frame, crop=small)])))
     assert sent == [1, 0, 1] and build.crops_skipped == 1
+
+
+@pytest.mark.assets
+def test_home_assistant_discovery_and_state(tmp_path, assets, stamped, broker):
+    import cv2
+
+    from edge.capture import FakeCamera
+    from edge.clock import SystemClock
+    from edge.daemon import Daemon
+
+    config = config_from_dict({
+        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
+        "camera": {"type": "opencv", "source": 0},
+        "trigger": {"type": "timelapse", "interval": "1h"},
+        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
+        "privacy": {"person": "keep"},
+        "storage": {"min_free": 0},
+        "mqtt": {"url": broker.url, "keepalive": "5s", "ha_discovery": True},
+    })
+    frame = cv2.imread(str(sorted((assets / "camera_traps_lila" / "images").iterdir())[1]))
+    clock = SystemClock(rtc=True)  # a synchronised clock: the event is tallied
+    assert Daemon(config, once=True, clock=clock,
+                  camera_factory=lambda: FakeCamera([frame], clock=clock)).run() == 0
+    late = Subscriber(broker.host, broker.port, topic="#", client_id="home-assistant")
+    try:
+        late.wait_for(lambda: late.on("/ha") and len([m for m in late.messages if m.topic.startswith(
+            "homeassistant/")]) >= 6)
+        configs = [json.loads(m.payload) for m in late.messages if m.topic.startswith("homeassistant/sensor/trap-01/")]
+        assert {c["unique_id"] for c in configs} >= {"wildedge_trap-01_cpu_temperature",
+                                                      "wildedge_trap-01_detections_today"}
+        state = json.loads(late.on("/ha")[-1].payload)
+        assert state["today"] == 1 and state["last"]
+    finally:
+        late.close()

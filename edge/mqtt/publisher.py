@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 LOOP_S = 0.2  # network loop timeout: how often an idle publisher looks at the outbox
 RETRY_REFUSED_S = 60.0
+LOOK_S = 5.0  # an idle publisher reads the outbox this often even without notify()
 #: Reason code values that mean "this broker does not speak MQTT 5" (CONNACK 0x84, or 3.1.1's 1).
 _UNSUPPORTED = {0x84, 1}
 
@@ -80,13 +81,15 @@ class Publisher:
     """
 
     def __init__(self, cfg: Any, *, device: str, store: Store, on_command: CommandHandler | None = None,
-                 model: bytes | None = None) -> None:
+                 model: bytes | None = None, retained: Sequence[tuple[str, bytes]] = ()) -> None:
         self.cfg = cfg
         self.device = device
         self.store = store
         self.topics = wire.topics(cfg.prefix, device)
         self.on_command = on_command
         self.model = model
+        # Retained messages published on every connect: discovery configs, then the latest states.
+        self._retained: dict[str, bytes] = dict(retained)
         self.state = DeliveryState(protocol=V311 if cfg.protocol == V311 else V5)
         self._client: paho.Client | None = None
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -101,6 +104,9 @@ class Publisher:
         self._connack_timeout = max(5.0, min(30.0, cfg.keepalive.total_seconds()))
         self._direct: queue.Queue[tuple[str, bytes, int, bool]] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
+        self._dirty = threading.Event()  # the outbox may have rows not yet handed to paho
+        self._dirty.set()
+        self._next_look = 0.0
         self._thread: threading.Thread | None = None
         self._stopped_acked = threading.Event()
         self._stopped_mid: int | None = None
@@ -126,6 +132,15 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def notify(self) -> None:
+        """New rows are in the outbox: look at it on the next loop turn (from any thread)."""
+        self._dirty.set()
+
+    def set_retained(self, topic: str, data: bytes) -> None:
+        """Publish a retained state now (when connected) and again after every reconnect."""
+        self._retained[topic] = data
+        self.publish_direct(topic, data, qos=1, retain=True)
 
     def publish_direct(self, topic: str, data: bytes, *, qos: int = 0, retain: bool = False) -> bool:
         """Send outside the outbox (health, command results) when connected; False when dropped."""
@@ -214,6 +229,7 @@ class Publisher:
             self._failed(f"broker refused the connection: {reason}")
             return
         self.state.connected = True
+        self._dirty.set()
         self.state.connects += 1
         self.state.last_error = None
         self._backoff.reset()
@@ -224,6 +240,8 @@ class Publisher:
                                                               at=time.time()), qos=1, retain=True)
         if self.model is not None:
             client.publish(self.topics.model, self.model, qos=1, retain=True)
+        for topic, data in list(self._retained.items()):
+            client.publish(topic, data, qos=1, retain=True)
 
     def _switch_protocol(self, protocol: str) -> None:
         if self._client is not None:
@@ -232,6 +250,7 @@ class Publisher:
         self.state.protocol = protocol
         self._inflight.clear()
         self._cursor = 0  # a new client has no session: send everything still queued again
+        self._dirty.set()
         self._next_try = 0.0
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
@@ -301,14 +320,22 @@ class Publisher:
         if self._refused_seq is not None and time.monotonic() >= self._retry_at:
             self._cursor = min(self._cursor, self._refused_seq - 1)
             self._refused_seq = None
+            self._dirty.set()
         room = self.cfg.max_inflight - len(self._inflight)
         if room <= 0 or self._client is None:
             return
+        now = time.monotonic()
+        if not self._dirty.is_set() and now < self._next_look:
+            return  # idle: nothing new was queued (the look every LOOK_S is a safety net)
+        self._dirty.clear()
+        self._next_look = now + LOOK_S
         try:
             rows = self.store.pending(limit=room, after_seq=self._cursor)
         except StoreError as err:
             logger.warning("MQTT: cannot read the outbox: %s", err)
             return
+        if len(rows) == room:
+            self._dirty.set()  # a full page: there may be more
         for row in rows:
             info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             if info.rc != paho.MQTT_ERR_SUCCESS:
