@@ -164,10 +164,10 @@ class Publisher:
                         self._check_connack()
                     continue
                 client.loop(LOOP_S)
-                self._flush_acks()
-                if self.state.connected:
+                if self.state.connected:  # refill the window first: the acks' fsync need not stall it
                     self._send_direct()
                     self._drain()
+                self._flush_acks()
             self._goodbye()
         except Exception:  # the delivery thread must never die silently: the outbox keeps everything
             logger.exception("MQTT delivery thread failed; delivery stops until restart")

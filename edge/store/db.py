@@ -337,10 +337,10 @@ class Store:
                 f"SELECT DISTINCT event_uid FROM outbox WHERE seq IN ({marks}) AND event_uid IS NOT NULL",
                 tuple(seqs))}
             conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(seqs))
-            now = to_iso(self._now())
-            for uid in uids:
-                if not conn.execute("SELECT 1 FROM outbox WHERE event_uid = ?", (uid,)).fetchone():
-                    conn.execute("UPDATE events SET delivered_at = ? WHERE uid = ?", (now, uid))
+            if uids:
+                conn.execute(f"UPDATE events SET delivered_at = ? WHERE uid IN ({_marks(len(uids))}) AND NOT EXISTS "
+                             "(SELECT 1 FROM outbox o WHERE o.event_uid = events.uid)",
+                             (to_iso(self._now()), *uids))
 
     def trim_outbox(self, *, max_messages: int, max_age: timedelta | None = None) -> int:
         """Drop the oldest undelivered messages beyond ``max_messages`` or older than ``max_age``.
