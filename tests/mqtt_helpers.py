@@ -110,3 +110,94 @@ drain_timeout = "30s"
 {extra}
 """)
     return path
+
+
+class V311OnlyProxy:
+    """A TCP proxy to a real broker that turns MQTT 5 clients away as a 3.1.1-only broker does and
+    relays 3.1.1 connections unchanged. ``reply`` is the CONNACK sent to an MQTT 5 CONNECT: by
+    default 3.1.1's return code 1 "unacceptable protocol version" (what MQTT 3.1.1 section 3.1.2.2
+    prescribes); ``V5_REFUSAL`` is MQTT 5's reason 0x84 "Unsupported Protocol Version".
+
+    mosquitto itself always accepts MQTT 5, so this is how the client's fallback meets a broker
+    that does not; the MQTT behind the proxy is the real broker's.
+    """
+
+    V311_REFUSAL = bytes([0x20, 0x02, 0x00, 0x01])
+    V5_REFUSAL = bytes([0x20, 0x03, 0x00, 0x84, 0x00])
+
+    def __init__(self, host: str, port: int, *, reply: bytes = V311_REFUSAL) -> None:
+        import socket
+
+        self.reply = reply
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.refused = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            head, length = self._read_connect(conn)
+            level = head[-1] if head else None
+            if level == 5:
+                self.refused += 1
+                # Read the rest of the CONNECT first: closing on unread data would reset the
+                # connection before the client sees the CONNACK.
+                rest = length - 7
+                while rest > 0 and (chunk := conn.recv(rest)):
+                    rest -= len(chunk)
+                conn.sendall(self.reply)
+                conn.shutdown(socket.SHUT_WR)
+                time.sleep(0.1)
+                conn.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            upstream.sendall(head)
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _read_connect(conn: Any) -> tuple[bytes, int]:
+        """The CONNECT packet up to its protocol level byte, and its remaining length."""
+        def exactly(n: int) -> bytes:
+            data = b""
+            while len(data) < n and (chunk := conn.recv(n - len(data))):
+                data += chunk
+            return data
+
+        head = exactly(1)
+        length, shift = 0, 0
+        while True:
+            byte = exactly(1)
+            if not byte:
+                return b"", 0
+            head += byte
+            length |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        return head + exactly(7), length  # name length (2), "MQTT" (4), protocol level (1)
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()

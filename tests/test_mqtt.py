@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mqtt_helpers import Subscriber
+from mqtt_helpers import Subscriber, V311OnlyProxy
 
 from edge.config import config_from_dict
 from edge.mqtt import Publisher
@@ -160,6 +160,22 @@ def test_mqtt_311_delivers_too(broker, store):
         assert [json.loads(m.payload)["e"] for m in sub.on("/event")] == uids
     finally:
         sub.close()
+
+
+@pytest.mark.parametrize("reply", [V311OnlyProxy.V311_REFUSAL, V311OnlyProxy.V5_REFUSAL], ids=["rc1", "0x84"])
+def test_auto_falls_back_to_311_when_the_broker_refuses_mqtt_5(broker, store, reply):
+    proxy = V311OnlyProxy(broker.host, broker.port, reply=reply)
+    uids = _queue(store, 5)
+    sub = Subscriber(broker.host, broker.port)
+    try:
+        with Publisher(_mqtt(f"mqtt://127.0.0.1:{proxy.port}"), device="trap-01", store=store) as pub:
+            _wait(lambda: store.outbox_depth().count == 0)
+            assert pub.state.protocol == "3.1.1" and proxy.refused >= 1
+        sub.wait_for(lambda: len(sub.on("/event")) == 5)
+        assert [json.loads(m.payload)["e"] for m in sub.on("/event")] == uids
+    finally:
+        sub.close()
+        proxy.close()
 
 
 # -- commands through a running daemon ----------------------------------------------------------------
