@@ -78,7 +78,7 @@ def run(
                        "every file not yet processed), store the results and exit 0.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: debug detail.")] = 0,
 ) -> None:
-    """Run the field daemon: capture, detect and store results until stopped (SIGTERM or Ctrl-C)."""
+    """Run the field daemon: capture, detect, store (and deliver over MQTT) until stopped."""
     from edge.daemon import Daemon
     from edge.logsetup import configure_logging
 
@@ -188,8 +188,10 @@ def check(
     config: ConfigOption,
     overrides: SetOption = None,
 ) -> None:
-    """Check a config without running: models load, the camera opens, the state directory is
-    writable; report clock, disk and temperature. Exit 1 when anything fails."""
+    """Check a config without running: models, camera, state directory, disk, clock, temperature.
+
+    Exit 1 when anything fails.
+    """
     from edge.clock import SystemClock
     from edge.health import read_cpu_temperature
 
