@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -377,3 +378,35 @@ def test_home_assistant_discovery_and_state(tmp_path, assets, stamped, broker):
         assert state["today"] == 1 and state["last"]
     finally:
         late.close()
+
+
+@pytest.mark.assets
+def test_check_reports_the_broker(tmp_path, stamped, broker_factory):
+    import subprocess
+    import sys
+
+    broker = broker_factory(passwords={"trap-01": "pw"})
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "pw").write_text("pw")
+    (tmp_path / "bad").write_text("nope")
+    wildedge = str(Path(sys.executable).with_name("wildedge"))
+    for password, mark in (("pw", "ok   mqtt"), ("bad", "FAIL mqtt")):
+        cfg = tmp_path / f"{password}.toml"
+        cfg.write_text(f"""
+[device]
+id = "trap-01"
+state_dir = "{tmp_path / 'state'}"
+[camera]
+type = "folder"
+path = "{tmp_path / 'photos'}"
+[detector]
+model = "{stamped['fastestdet']}"
+[mqtt]
+url = "{broker.url}"
+username = "trap-01"
+password_file = "{tmp_path / password}"
+""")
+        result = subprocess.run([wildedge, "check", "--config", str(cfg)], capture_output=True, text=True,
+                                timeout=60)
+        assert mark in result.stdout, result.stdout + result.stderr
+        assert result.returncode == (0 if password == "pw" else 1)

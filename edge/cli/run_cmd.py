@@ -184,6 +184,35 @@ def _check_camera(cfg: Any) -> str:
         camera.close()
 
 
+def _check_mqtt(cfg: Any, timeout: float = 10.0) -> tuple[bool | None, str]:
+    """Connect once as ``<device>-check`` with a throwaway session (a running daemon keeps its own):
+    ok, FAIL when the broker refuses us or the TLS/password files are unusable, warn when it
+    cannot be reached (the daemon queues results until it can)."""
+    from edge.mqtt.connect import V5, connect, make_client
+
+    mqtt = cfg.mqtt
+    result: dict[str, Any] = {}
+    try:
+        client = make_client(mqtt, device=f"{cfg.device.id}-check", protocol=V5,
+                             will_topic=f"{mqtt.prefix}/{cfg.device.id}-check/status", will_payload=b"")
+        client.on_connect = lambda _c, _u, _f, reason, _p: result.setdefault("reason", reason)
+        connect(client, mqtt, protocol=V5, session=False)
+    except ConfigError as err:
+        return False, str(err)
+    except OSError as err:
+        return None, f"{mqtt.url}: cannot reach the broker now ({err}); results are queued until it can"
+    deadline = time.monotonic() + timeout
+    while "reason" not in result and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    reason = result.get("reason")
+    if reason is None:
+        return None, f"{mqtt.url}: no answer within {timeout:g} s; results are queued until it answers"
+    if reason.is_failure:
+        return False, f"{mqtt.url}: the broker refused the connection: {reason}"
+    return True, f"{mqtt.url}: connected ({'TLS, ' if mqtt.tls else ''}MQTT 5)"
+
+
 def check(
     config: ConfigOption,
     overrides: SetOption = None,
@@ -217,7 +246,8 @@ def check(
     report.line(None if temp is not None and temp >= 80 else True, "temperature",
                 f"{temp:.1f} °C" if temp is not None else "no sensor")
     if cfg.mqtt is not None:
-        report.line(None, "mqtt", f"{cfg.mqtt.url} (not checked: delivery is not part of this version)")
+        ok, detail = _check_mqtt(cfg)
+        report.line(ok, "mqtt", detail)
     if report.failures:
         typer.echo(f"error: {report.failures} check(s) failed", err=True)
         raise typer.Exit(1)

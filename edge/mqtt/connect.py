@@ -104,8 +104,10 @@ def make_client(cfg: Any, *, device: str, protocol: str, will_topic: str, will_p
     return client
 
 
-def connect(client: paho.Client, cfg: Any, *, protocol: str) -> None:
+def connect(client: paho.Client, cfg: Any, *, protocol: str, session: bool = True) -> None:
     """Open the connection (blocking socket connect; the CONNACK arrives through ``client.loop``).
+
+    ``session=False`` asks for a throwaway session (``wildedge check``), leaving nothing on the broker.
 
     Raises:
         OSError: the broker cannot be reached (refused, unreachable, TLS handshake failed).
@@ -113,7 +115,7 @@ def connect(client: paho.Client, cfg: Any, *, protocol: str) -> None:
     keepalive = int(cfg.keepalive.total_seconds())
     if protocol == V5:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds())
-        client.connect(cfg.host, cfg.port, keepalive, clean_start=False, properties=props)
+        props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds()) if session else 0
+        client.connect(cfg.host, cfg.port, keepalive, clean_start=not session, properties=props)
     else:
         client.connect(cfg.host, cfg.port, keepalive)
