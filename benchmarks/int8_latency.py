@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/int8_latency.py [--assets ../shared/assets] [--imgsz 640]
        [--models yolov8n,yolo11n,yolov10n,resnet18,mobilenet_v3_small,efficientnet_b0]
-       [--runs 30] [--json int8_latency.json]
+       [--runs 30] [--types auto] [--json int8_latency.json]
 
 Each model is built offline with untrained weights (Ultralytics from its yaml at --imgsz; torchvision
 classifiers at 224 px), exported with ``wildedge export`` 's own code path (export.sources +
@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("--imgsz", type=int, default=640, help="YOLO input size (classifiers use 224)")
     parser.add_argument("--models", default=",".join(DETECTORS + CLASSIFIERS))
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model and thread setting")
+    parser.add_argument("--types", default="auto", help="integer types for quantize_model: auto, u8s8, u8u8, s8s8")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -74,7 +75,11 @@ def main() -> int:
     if unknown:
         print(f"error: unknown models {unknown}; choose from {DETECTORS + CLASSIFIERS}", file=sys.stderr)
         return 2
-    print(f"{machine()}, onnxruntime {onnxruntime.__version__}; {args.runs} alternating runs per model")
+    from export.quantize import resolve_types
+
+    types, why = resolve_types(args.types)
+    print(f"{machine()}, onnxruntime {onnxruntime.__version__}; {args.runs} alternating runs per model; "
+          f"INT8 types {types} ({why})")
     header = (f"{'model':<20}{'input':>7}{'FP32 ms':>10}{'INT8 ms':>10}{'x 1 thr':>9}{'x dflt':>8}"
               f"{'FP32 MB':>9}{'INT8 MB':>9}{'x size':>8}")
     print(header)
@@ -85,7 +90,7 @@ def main() -> int:
             started = time.perf_counter()
             fp32 = export_fp32(name, folder, args.imgsz, photos)
             int8 = folder / f"{name}.int8.onnx"
-            quantize_model(fp32, int8, calib_dir=calib, search=False, latency_runs=0)
+            quantize_model(fp32, int8, calib_dir=calib, search=False, latency_runs=0, types=args.types)
             tensor = sample_tensor(photos, read_card(fp32))
             one = paired_latency([fp32, int8], tensor, threads=1, runs=args.runs)
             default = paired_latency([fp32, int8], tensor, threads=None, runs=args.runs)
