@@ -2,7 +2,7 @@
 time from start to the first stored result.
 
 Usage: .venv/bin/python benchmarks/daemon.py [--assets ../shared/assets] [--model yolox|FILE.onnx]
-       [--idle 30] [--steady 30] [--interval 2s] [--json daemon.json]
+       [--idle 30] [--steady 30] [--interval 2s] [--mqtt] [--json daemon.json]
 
 ``wildedge run`` runs as a real process with an OpenCV camera reading a video made of the
 camera-trap photos of the assets (1280x720, the OpenCV capture path a USB camera takes), a real
@@ -61,7 +61,8 @@ def make_video(assets: Path, out: Path) -> Path:
     return out
 
 
-def write_config(folder: Path, name: str, *, video: Path, model: Path, interval: str) -> Path:
+def write_config(folder: Path, name: str, *, video: Path, model: Path, interval: str, mqtt: str | None = None
+                 ) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(f"""
 [device]
@@ -77,7 +78,7 @@ interval = "{interval}"
 model = "{model}"
 [health]
 interval = "1m"
-""")
+""" + (f'[mqtt]\nurl = "{mqtt}"\n' if mqtt else ""))
     return path
 
 
@@ -129,6 +130,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
     parser.add_argument("--steady", type=float, default=30.0, help="seconds of steady-state RSS sampling")
     parser.add_argument("--interval", default="2s", help="timelapse interval of the steady-state run")
+    parser.add_argument("--mqtt", action="store_true",
+                        help="deliver to a local mosquitto (the daemon's MQTT thread included in the figures)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not args.assets.is_dir():
@@ -152,7 +155,14 @@ def main() -> int:
         sock.settimeout(120)
 
         # 1 + 2: first result, then idle between (hour-long) timelapse slots.
-        config = write_config(folder, "idle", video=video, model=model, interval="1h")
+        broker = None
+        if args.mqtt:
+            sys.path.insert(0, str(REPO / "tests"))
+            from broker import Mosquitto  # the test suite's real-mosquitto helper
+
+            broker = Mosquitto(folder / "mosquitto").start()
+        url = broker.url if broker is not None else None
+        config = write_config(folder, "idle", video=video, model=model, interval="1h", mqtt=url)
         db = folder / "idle" / "wildedge.db"
         began = time.perf_counter()
         proc = start(config, notify)
@@ -174,7 +184,7 @@ def main() -> int:
                        idle_rss_mb=round(idle_rss, 1))
 
         # 3: steady state with a shot every --interval.
-        config = write_config(folder, "steady", video=video, model=model, interval=args.interval)
+        config = write_config(folder, "steady", video=video, model=model, interval=args.interval, mqtt=url)
         db = folder / "steady" / "wildedge.db"
         proc = start(config, notify)
         samples: list[float] = []
@@ -191,12 +201,15 @@ def main() -> int:
         finally:
             stop(proc)
         sock.close()
+        if broker is not None:
+            broker.stop()
         results.update(steady_rss_median_mb=round(statistics.median(samples), 1),
                        steady_rss_max_mb=round(max(samples), 1), steady_shots=shots)
 
     steady = float(results["steady_rss_median_mb"])  # type: ignore[arg-type]
     peak = float(results["steady_rss_max_mb"])  # type: ignore[arg-type]
-    print(f"daemon footprint, {args.model} detector, OpenCV camera (1280x720 video), {os.cpu_count()} cores")
+    print(f"daemon footprint, {args.model} detector, OpenCV camera (1280x720 video), {os.cpu_count()} cores"
+          + (", MQTT delivery to a local mosquitto" if args.mqtt else ""))
     print(f"  start -> READY               {results['ready_s']:>8.2f} s")
     print(f"  start -> first stored result {results['first_result_s']:>8.2f} s")
     print(f"  idle CPU between shots       {100 * idle:>8.3f} % of a core   "
