@@ -159,9 +159,19 @@ class Daemon(Upkeep):
         logger.info("runtime settings applied")
 
     def status(self) -> dict[str, Any]:
-        return {"device": self.config.device.id, "counts": dict(self.counts),
-                "camera": self._camera_state(), "clock_synchronised": self.clock.synchronised(),
-                "disk_low": bool(self.pipeline.disk_low) if hasattr(self, "pipeline") else False}
+        """What ``status`` commands answer: counters, camera, clock, disk, outbox and delivery state."""
+        out: dict[str, Any] = {
+            "device": self.config.device.id, "counts": dict(self.counts), "camera": self._camera_state(),
+            "clock_synchronised": self.clock.synchronised(),
+            "disk_low": bool(self.pipeline.disk_low) if hasattr(self, "pipeline") else False}
+        if hasattr(self, "store"):
+            try:
+                out["queue_depth"] = self.store.outbox_depth().count
+            except StoreError as err:
+                out["queue_error"] = str(err)
+        if self.publisher is not None:
+            out["mqtt"] = self.publisher.state.as_dict()
+        return out
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> int:

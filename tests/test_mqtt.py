@@ -235,6 +235,7 @@ def test_commands_are_answered_with_their_correlation(running):
     _wait(lambda: daemon.counts["frames"] == 2)
     status = _ask(sub, "status", "{}")
     assert status["ok"] and status["r"]["status"]["counts"]["frames"] == 2
+    assert status["r"]["status"]["mqtt"]["connected"] is True and "queue_depth" in status["r"]["status"]
     sub.wait_for(lambda: sub.on("/event"))
     event = json.loads(sub.on("/event")[0].payload)
     assert event["d"] == "trap-01" and event["g"] == "c"
