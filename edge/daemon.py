@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 from contextlib import ExitStack
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +19,7 @@ from edge import memory
 from edge.capture import ReopeningCamera
 from edge.capture.base import Camera
 from edge.clock import Clock, SystemClock
-from edge.errors import CaptureError, ConfigError, ImageReadError
+from edge.errors import CaptureError, ConfigError, ImageReadError, StoreError
 from edge.health import CpuMeter
 from edge.pipeline import FramePipeline, Processed
 from edge.sdnotify import Notifier
@@ -56,7 +55,7 @@ class Daemon(Upkeep):
         camera_factory: Callable[[], Camera] | None = None,
         messages: Callable[[Any, list[Processed]], list[OutboxMessage]] | None = None,
     ) -> None:
-        from edge.config.build import build_camera_factory, build_external, build_windows
+        from edge.config.build import build_external, build_windows
 
         self.config = config
         self.once = once
@@ -66,14 +65,13 @@ class Daemon(Upkeep):
         self.state_dir = Path(config.device.state_dir)
         self.db_path, self.images_dir, self.socket_path = state_paths(self.state_dir)
         self._camera_factory = camera_factory
-        self._build_camera_factory = build_camera_factory
         self._messages = messages
         self._stop = threading.Event()
         self.external = build_external(config, clock=self.clock)
         self.windows = build_windows(config, tz=self.tz) if config.trigger is not None else None
         self.folder = config.camera.type == "folder"
         self.triggers: list[Trigger] = []
-        self._woken: Fire | None = None
+        self._held_fire: Fire | None = None
         self._untrimmed = False
         self._config_lock = threading.Lock()
         self._pending_config: Any = None
@@ -81,11 +79,9 @@ class Daemon(Upkeep):
         self.ha_tally: Any = None  # Home Assistant "detections today" (mqtt.ha_discovery)
         self.ha_topic = ""
         self.cpu = CpuMeter()
-        self.started_at: datetime | None = None
         self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
         self._next_health = 0.0
         self._next_watchdog = 0.0
-        self.first_result_s: float | None = None
 
     # -- control ------------------------------------------------------------------------------------
     def stop(self, reason: str = "requested") -> None:
@@ -136,7 +132,7 @@ class Daemon(Upkeep):
             return {"ok": False, "error": str(err), "code": "invalid"}
         with self._config_lock:
             self._pending_config = new
-        self.external.fire("command", burst=None, detail={"reconfigure": True})
+        self.external.wake()  # the loop applies it at its next turn (housekeeping)
         return {"ok": True, "applied": sorted(values)}
 
     def _apply_pending(self) -> None:
@@ -178,7 +174,6 @@ class Daemon(Upkeep):
         """Run until stopped (or, with ``once``, until the session's work is done); the exit code."""
         cfg = self.config
         started = self.clock.monotonic()
-        self.started_at = self.clock.now()
         memory.limit_arenas(2)
         with ExitStack() as stack:
             stack.enter_context(self.notifier)
@@ -186,7 +181,9 @@ class Daemon(Upkeep):
             self.store = stack.enter_context(Store(self.db_path, images_dir=self.images_dir, now=self.clock.now))
             self.notifier.extend_timeout(180)  # loading and warming up models can be slow on a Pi
             self.pipeline = self._pipeline(stack)
-            factory = self._camera_factory or self._build_camera_factory(
+            from edge.config.build import build_camera_factory
+
+            factory = self._camera_factory or build_camera_factory(
                 cfg, clock=self.clock, is_processed=self.store.is_processed, tz=self.tz)
             self.camera = stack.enter_context(ReopeningCamera(factory, clock=self.clock))
             if self.camera.state != "ok":
@@ -305,20 +302,15 @@ class Daemon(Upkeep):
         if limit is not None:
             wait = min(wait, limit)
         woke = self.external.wait(max(0.0, wait))
-        if woke is not None and woke.detail.get("reconfigure"):
-            self._apply_pending()
-        elif woke is not None and self._external_allowed(woke):
-            self._woken = woke
+        if woke is not None and self._external_allowed(woke):
+            self._held_fire = woke
 
     def _poll_external(self) -> Fire | None:
         """The next external fire (one that woke the last wait first), skipping disallowed ones."""
-        if self._woken is not None:
-            fire, self._woken = self._woken, None
+        if self._held_fire is not None:
+            fire, self._held_fire = self._held_fire, None
             return fire
         while (fire := self.external.poll()) is not None:
-            if fire.detail.get("reconfigure"):
-                self._apply_pending()  # a wake-up for new settings, not a capture
-                continue
             if self._external_allowed(fire):
                 return fire
         return None
@@ -372,8 +364,6 @@ class Daemon(Upkeep):
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
         self._untrimmed = True
-        if self.first_result_s is None:
-            self.first_result_s = self.clock.monotonic()
 
     # -- building -----------------------------------------------------------------------------------
     def _delivery(self, stack: ExitStack) -> None:

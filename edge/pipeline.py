@@ -80,7 +80,6 @@ class FramePipeline:
             self.classify_ids = {i for i, name in enumerate(detector.labels) if name in set(classify_labels)}
         self.disk_low = False
         self.last_inference_ms: float | None = None
-        self.images_saved = 0
 
     def reconfigure(self, cfg: Any) -> None:
         """Take new thresholds and storage settings from a changed config (models stay loaded)."""
@@ -165,7 +164,6 @@ class FramePipeline:
             # A full or failing card must not stop detection: the result is recorded without its image.
             logger.warning("image not saved: %s", err)
             return None
-        self.images_saved += 1
         return relative
 
     # -- one trigger ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from daemon_helpers import wait_until
 
 from edge.capture import FakeCamera
 from edge.clock import SystemClock
@@ -54,14 +55,6 @@ def _run_thread(daemon: Daemon) -> threading.Thread:
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     return thread
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 # -- folder camera --------------------------------------------------------------------------------
@@ -124,7 +117,7 @@ def test_watch_mode_processes_new_files_as_they_settle(tmp_path, assets, stamped
     try:
         for photo in photos:
             shutil.move(photo, tmp_path / "photos" / photo.name)
-        _wait_for(lambda: daemon.counts["frames"] == 4)
+        wait_until(lambda: daemon.counts["frames"] == 4)
     finally:
         daemon.stop()
         thread.join(10)
@@ -158,7 +151,7 @@ def test_timelapse_bursts_become_one_event_each(tmp_path, assets, stamped):
     daemon = Daemon(config, clock=clock, camera_factory=lambda: camera)
     thread = _run_thread(daemon)
     try:
-        _wait_for(lambda: daemon.counts["triggers"] >= 3)
+        wait_until(lambda: daemon.counts["triggers"] >= 3)
     finally:
         daemon.stop()
         thread.join(10)
@@ -193,13 +186,13 @@ def test_commands_over_the_control_socket(tmp_path, assets, stamped):
     thread = _run_thread(daemon)
     _, _, socket_path = state_paths(Path(config.device.state_dir))
     try:
-        _wait_for(socket_path.exists)
+        wait_until(socket_path.exists)
         assert send_command(socket_path, {"cmd": "ping"}) == {"ok": True, "pong": True}
         assert send_command(socket_path, {"cmd": "capture", "burst": 3})["ok"]
-        _wait_for(lambda: daemon.counts["frames"] == 3)
+        wait_until(lambda: daemon.counts["frames"] == 3)
         # Commands are not subject to the sensor cooldown.
         assert send_command(socket_path, {"cmd": "capture"})["ok"]
-        _wait_for(lambda: daemon.counts["frames"] == 4)
+        wait_until(lambda: daemon.counts["frames"] == 4)
         bad = send_command(socket_path, {"cmd": "capture", "burst": 0})
         assert not bad["ok"] and "burst" in bad["error"]
         unknown = send_command(socket_path, {"cmd": "reboot"})
@@ -209,7 +202,7 @@ def test_commands_over_the_control_socket(tmp_path, assets, stamped):
         # A sensor fire inside the cooldown is ignored.
         assert daemon.external.fire("external")
         assert not daemon.external.fire("external")
-        _wait_for(lambda: daemon.counts["frames"] == 5)
+        wait_until(lambda: daemon.counts["frames"] == 5)
     finally:
         daemon.stop()
         thread.join(10)
@@ -225,9 +218,9 @@ def test_failed_camera_is_reopened_and_reported_in_health(tmp_path, assets, stam
     daemon = Daemon(config, clock=clock, camera_factory=lambda: camera)
     thread = _run_thread(daemon)
     try:
-        _wait_for(lambda: hasattr(daemon, "camera"))
-        _wait_for(lambda: daemon.camera.reopened >= 1 and daemon.counts["frames"] >= 2, timeout=30)
-        _wait_for(lambda: daemon.camera.failures >= 2 and daemon.camera.state == "ok", timeout=30)
+        wait_until(lambda: hasattr(daemon, "camera"))
+        wait_until(lambda: daemon.camera.reopened >= 1 and daemon.counts["frames"] >= 2, timeout=30)
+        wait_until(lambda: daemon.camera.failures >= 2 and daemon.camera.state == "ok", timeout=30)
         time.sleep(0.3)  # one more health snapshot
     finally:
         daemon.stop()

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from daemon_helpers import WILDEDGE, copy_photos, frame_count, run_and_kill
 
 from edge.daemon import state_paths
 from edge.store import Store
-
-# The installed console script: what systemd and users run.
-WILDEDGE = [str(Path(sys.executable).with_name("wildedge"))]
 
 
 def _write_config(path: Path, *, state: Path, photos: Path, model: Path, extra: str = "") -> Path:
@@ -49,16 +44,6 @@ min_free = 0
     return path
 
 
-def _frames(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM frames").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0  # created but not migrated yet
-
-
 def _summary(state: Path) -> dict[str, tuple]:
     """source file name -> (detection count, classes, has event) for a finished store."""
     db, images, _ = state_paths(state)
@@ -74,11 +59,7 @@ def _summary(state: Path) -> dict[str, tuple]:
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, assets, stamped):
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for folder in ("voc2007_labeled/images", "camera_traps_lila/images"):
-        for src in sorted((assets / folder).iterdir()):
-            shutil.copy(src, photos / src.name)
-    count = len(list(photos.iterdir()))
+    count = copy_photos(assets, photos)
     model = stamped["nanodet"]
     reference = tmp_path / "reference"
     cfg_ref = _write_config(tmp_path / "ref.toml", state=reference, photos=photos, model=model)
@@ -93,22 +74,9 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, assets, st
     rng = random.Random(20261124)
     kills = 0
     for _ in range(6):
-        before = _frames(db)
-        if before == count:
+        if frame_count(db) == count:
             break
-        proc = subprocess.Popen([*WILDEDGE, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            # Let it make some progress, then kill it at a random point of the stream.
-            while _frames(db) <= before and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-        finally:
-            proc.wait(30)
+        kills += run_and_kill(cfg, db, rng, max_delay=0.5)
     assert kills >= 3, "the daemon finished before it could be killed enough times"
     done = subprocess.run([*WILDEDGE, "run", "--config", str(cfg), "--once"], capture_output=True, text=True,
                           timeout=300)

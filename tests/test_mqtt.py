@@ -7,10 +7,10 @@ import json
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_helpers import WILDEDGE, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_helpers import Subscriber, V311OnlyProxy
@@ -39,14 +39,6 @@ def _queue(store: Store, count: int, *, prefix: str = "wildedge") -> list[str]:
     return uids
 
 
-def _wait(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def store(tmp_path):
     with Store(tmp_path / "wildedge.db", images_dir=tmp_path / "images") as opened:
@@ -59,7 +51,7 @@ def test_outbox_drains_in_order_with_retained_status_and_model(broker, store):
     try:
         with Publisher(_mqtt(broker.url, max_inflight=5), device="trap-01", store=store, model=b'{"v":1}') as pub:
             sub.wait_for(lambda: len(sub.on("/event")) >= 50)
-            _wait(lambda: store.outbox_depth().count == 0)
+            wait_until(lambda: store.outbox_depth().count == 0)
             assert pub.state.connected and pub.state.acked == 50
         got = [json.loads(m.payload)["e"] for m in sub.on("/event")]
         assert got == uids  # in order, each once (no reconnect happened)
@@ -85,12 +77,12 @@ def test_nothing_is_lost_while_the_broker_goes_down_and_comes_back(broker_factor
     try:
         with Publisher(_mqtt(broker.url, max_inflight=3), device="trap-01", store=store) as pub:
             for _round in range(3):
-                _wait(lambda: pub.state.connected and store.outbox_depth().count < 10)
+                wait_until(lambda: pub.state.connected and store.outbox_depth().count < 10)
                 broker.stop()
                 uids += _queue(store, 20)  # recorded while the link is down
                 time.sleep(0.5)
                 broker.start()
-            _wait(lambda: store.outbox_depth().count == 0, timeout=60)
+            wait_until(lambda: store.outbox_depth().count == 0, timeout=60)
             assert pub.state.disconnects >= 3
         sub.wait_for(lambda: {json.loads(m.payload)["e"] for m in sub.on("/event")} >= set(uids), timeout=30)
     finally:
@@ -103,13 +95,13 @@ def test_tls_with_client_certificates(broker_factory, store, tls_files):
     cfg = _mqtt(broker.url.replace("mqtt://", "mqtts://"), ca_file=str(tls_files.ca),
                 cert_file=str(tls_files.client_cert), key_file=str(tls_files.client_key))
     with Publisher(cfg, device="trap-01", store=store) as pub:
-        _wait(lambda: store.outbox_depth().count == 0)
+        wait_until(lambda: store.outbox_depth().count == 0)
         assert pub.state.connected
     rogue = _mqtt(broker.url.replace("mqtt://", "mqtts://"), ca_file=str(tls_files.ca),
                   cert_file=str(tls_files.rogue_cert), key_file=str(tls_files.rogue_key))
     _queue(store, 2)
     with Publisher(rogue, device="trap-01", store=store) as pub:
-        _wait(lambda: pub.state.last_error is not None)
+        wait_until(lambda: pub.state.last_error is not None)
         time.sleep(0.5)
         assert not pub.state.connected
     assert store.outbox_depth().count == 2  # nothing lost
@@ -122,7 +114,7 @@ def test_passwords_right_and_wrong(broker_factory, store, tmp_path, monkeypatch)
     wrong.write_text("guess\n")
     with Publisher(_mqtt(broker.url, username="trap-01", password_file=str(wrong)), device="trap-01",
                    store=store) as pub:
-        _wait(lambda: pub.state.last_error is not None and "refused" in pub.state.last_error)
+        wait_until(lambda: pub.state.last_error is not None and "refused" in pub.state.last_error)
         assert "Not authorized" in pub.state.last_error or "password" in pub.state.last_error
         assert not pub.state.connected
     assert store.outbox_depth().count == 4
@@ -132,7 +124,7 @@ def test_passwords_right_and_wrong(broker_factory, store, tmp_path, monkeypatch)
     (creds / "mqtt-password").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     with Publisher(_mqtt(broker.url, username="trap-01"), device="trap-01", store=store) as pub:
-        _wait(lambda: store.outbox_depth().count == 0)
+        wait_until(lambda: store.outbox_depth().count == 0)
         assert pub.state.acked == 4
 
 
@@ -144,7 +136,7 @@ def test_acl_refusal_is_reported_and_the_message_kept(broker_factory, store):
     _queue(store, 2)
     cfg = _mqtt(broker.url, username="trap-01", password_file=str(store.path.parent / "pw"))
     with Publisher(cfg, device="trap-01", store=store) as pub:
-        _wait(lambda: pub.state.refused >= 2)
+        wait_until(lambda: pub.state.refused >= 2)
         assert pub.state.connected
         assert "Not authorized" in pub.state.last_error
     assert store.outbox_depth().count == 2
@@ -155,7 +147,7 @@ def test_mqtt_311_delivers_too(broker, store):
     sub = Subscriber(broker.host, broker.port)
     try:
         with Publisher(_mqtt(broker.url, protocol="3.1.1"), device="trap-01", store=store) as pub:
-            _wait(lambda: store.outbox_depth().count == 0)
+            wait_until(lambda: store.outbox_depth().count == 0)
             assert pub.state.protocol == "3.1.1"
         sub.wait_for(lambda: len(sub.on("/event")) == 5)
         assert [json.loads(m.payload)["e"] for m in sub.on("/event")] == uids
@@ -170,7 +162,7 @@ def test_auto_falls_back_to_311_when_the_broker_refuses_mqtt_5(broker, store, re
     sub = Subscriber(broker.host, broker.port)
     try:
         with Publisher(_mqtt(f"mqtt://127.0.0.1:{proxy.port}"), device="trap-01", store=store) as pub:
-            _wait(lambda: store.outbox_depth().count == 0)
+            wait_until(lambda: store.outbox_depth().count == 0)
             assert pub.state.protocol == "3.1.1" and proxy.refused >= 1
         sub.wait_for(lambda: len(sub.on("/event")) == 5)
         assert [json.loads(m.payload)["e"] for m in sub.on("/event")] == uids
@@ -205,7 +197,7 @@ def running(tmp_path, assets, stamped, broker):
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
-    _wait(lambda: daemon.publisher is not None and daemon.publisher.state.connected)
+    wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.connected)
     try:
         yield daemon, sub, thread
     finally:
@@ -232,7 +224,7 @@ def test_commands_are_answered_with_their_correlation(running):
     assert json.loads(reply.payload)["ok"] is True
     assert _ask(sub, "ping", '{"id": "r1"}')["id"] == "r1"  # the JSON id for MQTT 3.1.1 clients
     assert _ask(sub, "capture", '{"burst": 2}')["ok"] is True
-    _wait(lambda: daemon.counts["frames"] == 2)
+    wait_until(lambda: daemon.counts["frames"] == 2)
     status = _ask(sub, "status", "{}")
     assert status["ok"] and status["r"]["status"]["counts"]["frames"] == 2
     assert status["r"]["status"]["mqtt"]["connected"] is True and "queue_depth" in status["r"]["status"]
@@ -246,7 +238,7 @@ def test_set_validates_persists_and_applies(running):
     daemon, sub, _thread = running
     reply = _ask(sub, "set", '{"values": {"detector.conf": 0.55, "trigger.cooldown": "2s"}}')
     assert reply["ok"], reply
-    _wait(lambda: daemon.pipeline.detector.conf == 0.55)
+    wait_until(lambda: daemon.pipeline.detector.conf == 0.55)
     persisted = json.loads((daemon.state_dir / "remote-settings.json").read_text())
     assert persisted == {"detector.conf": 0.55, "trigger.cooldown": "2s"}
     bad = _ask(sub, "set", '{"values": {"detector.conf": 7}}')
@@ -384,13 +376,11 @@ def test_home_assistant_discovery_and_state(tmp_path, assets, stamped, broker):
 @pytest.mark.assets
 def test_check_reports_the_broker(tmp_path, stamped, broker_factory):
     import subprocess
-    import sys
 
     broker = broker_factory(passwords={"trap-01": "pw"})
     (tmp_path / "photos").mkdir()
     (tmp_path / "pw").write_text("pw")
     (tmp_path / "bad").write_text("nope")
-    wildedge = str(Path(sys.executable).with_name("wildedge"))
     for password, mark in (("pw", "ok   mqtt"), ("bad", "FAIL mqtt")):
         cfg = tmp_path / f"{password}.toml"
         cfg.write_text(f"""
@@ -407,7 +397,7 @@ url = "{broker.url}"
 username = "trap-01"
 password_file = "{tmp_path / password}"
 """)
-        result = subprocess.run([wildedge, "check", "--config", str(cfg)], capture_output=True, text=True,
+        result = subprocess.run([*WILDEDGE, "check", "--config", str(cfg)], capture_output=True, text=True,
                                 timeout=60)
         assert mark in result.stdout, result.stdout + result.stderr
         assert result.returncode == (0 if password == "pw" else 1)

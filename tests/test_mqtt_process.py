@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import signal
-import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from daemon_helpers import WILDEDGE, copy_photos, frame_count, run_and_kill
 from mqtt_helpers import Subscriber, daemon_config
 
 from edge import payload as wire
 from edge.daemon import state_paths
 from edge.store import Store
-
-WILDEDGE = [str(Path(sys.executable).with_name("wildedge"))]
-
-
-def _frames(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM frames").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.assets
@@ -36,37 +22,22 @@ def _frames(db: Path) -> int:
 def test_every_event_arrives_through_broker_restarts_and_sigkills(tmp_path, assets, stamped, broker_factory):
     broker = broker_factory(autosave_interval=1)
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for folder in ("voc2007_labeled/images", "camera_traps_lila/images"):
-        for src in sorted((assets / folder).iterdir()):
-            shutil.copy(src, photos / src.name)
-    count = len(list(photos.iterdir()))
+    count = copy_photos(assets, photos)
     cfg = daemon_config(tmp_path, model=stamped["nanodet"], photos=photos, url=broker.url)
     db, images, _ = state_paths(tmp_path / "state")
     sub = Subscriber(broker.host, broker.port)
     rng = random.Random(5)
     kills = 0
     try:
+        def link_down() -> None:  # the link goes down in the middle of the stream
+            broker.stop()
+            time.sleep(rng.uniform(0.2, 1.0))
+            broker.start()
+
         for round_ in range(5):
-            before = _frames(db)
-            if before == count:
+            if frame_count(db) == count:
                 break
-            proc = subprocess.Popen([*WILDEDGE, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 120
-                while _frames(db) <= before and proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if round_ % 2 == 0:  # the link goes down in the middle of the stream
-                    broker.stop()
-                    time.sleep(rng.uniform(0.2, 1.0))
-                    broker.start()
-                time.sleep(rng.uniform(0.0, 0.6))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-                    kills += 1
-            finally:
-                proc.wait(30)
+            kills += run_and_kill(cfg, db, rng, max_delay=0.6, meanwhile=link_down if round_ % 2 == 0 else None)
         assert kills >= 3
         # A killed daemon's Last Will tells the server it went away without saying goodbye.
         sub.wait_for(lambda: any(json.loads(m.payload)["st"] == "offline" for m in sub.on("/status")))

@@ -65,6 +65,7 @@ class ExternalTriggers:
         self.accepted = 0
         self.ignored = 0  # within the cooldown
         self.dropped = 0  # the queue was full
+        self._woken = False
 
     def __len__(self) -> int:
         with self._cond:
@@ -106,11 +107,19 @@ class ExternalTriggers:
             return self._queue.popleft() if self._queue else None
 
     def wait(self, timeout: float) -> Fire | None:
-        """The oldest waiting fire, waiting up to ``timeout`` seconds for one; None on timeout."""
+        """The oldest waiting fire, waiting up to ``timeout`` seconds for one; None on timeout or
+        after :meth:`wake`."""
         with self._cond:
             if timeout > 0:
-                self._cond.wait_for(lambda: bool(self._queue), timeout=timeout)
+                self._cond.wait_for(lambda: bool(self._queue) or self._woken, timeout=timeout)
+            self._woken = False
             return self._queue.popleft() if self._queue else None
+
+    def wake(self) -> None:
+        """End a :meth:`wait` early without queueing a fire (new settings to apply, say)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def _now(self) -> tuple[datetime, float]:
         if self._clock is not None:

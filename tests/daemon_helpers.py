@@ -1,0 +1,70 @@
+"""Shared by the daemon and delivery tests: waiting for a condition, the real photos a run
+processes, and running ``wildedge run`` as a process that is SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: The installed console script: what systemd and users run.
+WILDEDGE = [str(Path(sys.executable).with_name("wildedge"))]
+#: 60 VOC photos and 12 camera-trap photos from the shared assets.
+PHOTO_FOLDERS = ("voc2007_labeled/images", "camera_traps_lila/images")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def copy_photos(assets: Path, dst: Path) -> int:
+    """Copy the photos of ``PHOTO_FOLDERS`` into ``dst``; how many."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for folder in PHOTO_FOLDERS:
+        for src in sorted((assets / folder).iterdir()):
+            shutil.copy(src, dst / src.name)
+    return len(list(dst.iterdir()))
+
+
+def frame_count(db: Path) -> int:
+    """Frames committed so far, read while the daemon writes (0 before the store exists)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+    except sqlite3.Error:
+        return 0  # created but not migrated yet
+
+
+def run_and_kill(config: Path, db: Path, rng: random.Random, *, max_delay: float,
+                 meanwhile: Callable[[], None] | None = None) -> bool:
+    """Start ``wildedge run``, wait until it has committed a frame, run ``meanwhile``, wait a random
+    time up to ``max_delay`` and SIGKILL it; False when it finished by itself first."""
+    before = frame_count(db)
+    proc = subprocess.Popen([*WILDEDGE, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while frame_count(db) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if meanwhile is not None:
+            meanwhile()
+        time.sleep(rng.uniform(0.0, max_delay))
+        if proc.poll() is not None:
+            return False
+        proc.send_signal(signal.SIGKILL)
+        return True
+    finally:
+        proc.wait(30)
