@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,14 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def copy_photos(assets: Path, dst: Path) -> int:
-    """Copy the photos of ``PHOTO_FOLDERS`` into ``dst``; how many."""
+def copy_photos(assets: Path, dst: Path, *, copies: int = 1) -> int:
+    """Copy the photos of ``PHOTO_FOLDERS`` into ``dst`` ``copies`` times (``2-`` ... name prefixes
+    for the extra copies, so a stream lasts long enough to be interrupted); how many."""
     dst.mkdir(parents=True, exist_ok=True)
     for folder in PHOTO_FOLDERS:
         for src in sorted((assets / folder).iterdir()):
-            shutil.copy(src, dst / src.name)
+            for copy in range(copies):
+                shutil.copy(src, dst / (src.name if copy == 0 else f"{copy + 1}-{src.name}"))
     return len(list(dst.iterdir()))
 
 
@@ -50,21 +53,33 @@ def frame_count(db: Path) -> int:
 
 def run_and_kill(config: Path, db: Path, rng: random.Random, *, max_delay: float,
                  meanwhile: Callable[[], None] | None = None) -> bool:
-    """Start ``wildedge run``, wait until it has committed a frame, run ``meanwhile``, wait a random
-    time up to ``max_delay`` and SIGKILL it; False when it finished by itself first."""
+    """Start ``wildedge run``, wait until it has committed a frame, then SIGKILL it after a random
+    time up to ``max_delay`` while ``meanwhile`` runs (so however long that takes, the kill comes
+    mid-stream); False when it finished by itself first.
+
+    ``meanwhile`` runs in this thread and the kill in a timer thread: a broker that ``meanwhile``
+    restarts dies with the thread that started it (PR_SET_PDEATHSIG), so it must be this one.
+    """
     before = frame_count(db)
     proc = subprocess.Popen([*WILDEDGE, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    killed = threading.Event()
+
+    def kill() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed.set()
+
     try:
         deadline = time.monotonic() + 120
         while frame_count(db) <= before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+        timer = threading.Timer(rng.uniform(0.0, max_delay), kill)
+        timer.start()
         if meanwhile is not None:
             meanwhile()
-        time.sleep(rng.uniform(0.0, max_delay))
-        if proc.poll() is not None:
-            return False
-        proc.send_signal(signal.SIGKILL)
-        return True
+        timer.join()
+        return killed.is_set()
     finally:
+        proc.kill()
         proc.wait(30)

@@ -30,6 +30,7 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_args: self.connected.clear()
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_args: self.connected.set()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect_async(host, port, 30, clean_start=False, properties=props)
@@ -39,8 +40,7 @@ class Subscriber:
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
-            client.subscribe(self.topic, qos=1)
-            self.connected.set()
+            client.subscribe(self.topic, qos=1)  # ``connected`` is set on its SUBACK
 
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         with self.lock:

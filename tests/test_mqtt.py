@@ -197,7 +197,8 @@ def running(tmp_path, assets, stamped, broker):
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
-    wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.connected)
+    # commands sent before the broker acknowledged the daemon's subscription would be lost
+    wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
     try:
         yield daemon, sub, thread
     finally:

@@ -22,7 +22,7 @@ from edge.store import Store
 def test_every_event_arrives_through_broker_restarts_and_sigkills(tmp_path, assets, stamped, broker_factory):
     broker = broker_factory(autosave_interval=1)
     photos = tmp_path / "photos"
-    count = copy_photos(assets, photos)
+    count = copy_photos(assets, photos, copies=2)
     cfg = daemon_config(tmp_path, model=stamped["nanodet"], photos=photos, url=broker.url)
     db, images, _ = state_paths(tmp_path / "state")
     sub = Subscriber(broker.host, broker.port)
@@ -34,7 +34,7 @@ def test_every_event_arrives_through_broker_restarts_and_sigkills(tmp_path, asse
             time.sleep(rng.uniform(0.2, 1.0))
             broker.start()
 
-        for round_ in range(5):
+        for round_ in range(8):
             if frame_count(db) == count:
                 break
             kills += run_and_kill(cfg, db, rng, max_delay=0.6, meanwhile=link_down if round_ % 2 == 0 else None)
@@ -45,7 +45,7 @@ def test_every_event_arrives_through_broker_restarts_and_sigkills(tmp_path, asse
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         with Store(db, images_dir=images) as store:
-            assert store.outbox_depth().count == 0
+            assert store.outbox_depth().count == 0, done.stderr[-3000:]
             expected = {e.uid for e in store.events()}
             assert len(store.frames()) == count
         assert len(expected) > count // 2

@@ -53,6 +53,7 @@ class DeliveryState:
     """What health reports about delivery."""
 
     connected: bool = False
+    listening: bool = False  # the broker acknowledged the command subscription
     protocol: str = V5
     connects: int = 0
     disconnects: int = 0
@@ -64,7 +65,7 @@ class DeliveryState:
     errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"connected": self.connected, "protocol": self.protocol, "connects": self.connects,
+        return {"connected": self.connected, "listening": self.listening, "protocol": self.protocol, "connects": self.connects,
                 "disconnects": self.disconnects, "published": self.published, "acked": self.acked,
                 "refused": self.refused, "commands": self.commands, "last_error": self.last_error}
 
@@ -204,6 +205,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _failed(self, message: str) -> None:
@@ -253,9 +255,17 @@ class Publisher:
         self._dirty.set()
         self._next_try = 0.0
 
+    def _on_subscribe(self, _client: Any, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            logger.warning("MQTT: the broker refused the command subscription %s: %s",
+                           self.topics.cmd_filter, refused[0])
+        self.state.listening = not refused
+
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was, waiting = self.state.connected, self._connack_by
         self.state.connected = False
+        self.state.listening = False
         self._connack_by = 0.0
         if self._stop.is_set():
             return
