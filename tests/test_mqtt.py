@@ -56,8 +56,10 @@ def test_outbox_drains_in_order_with_retained_status_and_model(broker, store):
         got = [json.loads(m.payload)["e"] for m in sub.on("/event")]
         assert got == uids  # in order, each once (no reconnect happened)
         assert all(store.delivered_at(uid) is not None for uid in uids)
+        # "stopped" was acknowledged by the broker before the publisher stopped; it reaches us a moment later
+        sub.wait_for(lambda: json.loads(sub.on("/status")[-1].payload)["st"] == "stopped")
         states = [json.loads(m.payload)["st"] for m in sub.on("/status")]
-        assert states[0] == "online" and states[-1] == "stopped"
+        assert states == ["online", "stopped"]
         assert [m.payload for m in sub.on("/model")] == [b'{"v":1}']
     finally:
         sub.close()
