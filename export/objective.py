@@ -17,7 +17,13 @@ from typing import Any
 
 from edge.inference.card import ModelCard, read_card
 from export.evaluate import GroundTruth, evaluate
-from export.measure import classification_agreement, classify_files, detect_files, detection_agreement, subset_gt
+from export.measure import (
+    classification_agreement,
+    classify_files,
+    detect_files,
+    detection_agreement,
+    subset_gt,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ import logging
 import os
 import platform
 import time
-from typing import Any
 from collections.abc import Iterable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 from edge.errors import ExportError
 from export.deps import require

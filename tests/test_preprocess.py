@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge.inference.card import Preprocess
-from edge.inference.presets import PRESETS
 from edge.inference.preprocess import Transform, preprocess, resize_for_model, to_tensor
+from edge.inference.presets import PRESETS
 
 INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
           "cubic": cv2.INTER_CUBIC}

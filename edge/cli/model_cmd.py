@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from edge.errors import ModelError
 from pydantic import ValidationError
 
+from edge.errors import ModelError
 from edge.inference.card import ModelCard, format_errors, read_card, sha256_file, write_card
 from edge.inference.labels import read_labels
 from edge.inference.presets import PRESETS, build_card, preset_names

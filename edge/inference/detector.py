@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.errors import ModelError
 from edge.inference.decoders import DecodeContext, RawDetections, get_decoder
 from edge.inference.nms import nms
 from edge.inference.preprocess import Transform, preprocess
 from edge.inference.session import OnnxModel
-from edge.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
