@@ -162,7 +162,7 @@ def parity_images(folders: Sequence[Path], limit: int = PARITY_IMAGES) -> list[P
     return chosen
 
 
-def _synthetic_frames() -> list[tuple[str, np.ndarray]]:
+def synthetic_frames() -> list[tuple[str, np.ndarray]]:
     """Two deterministic frames (gradients and noise) when no photos are given."""
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 255, 640, dtype=np.float32)
@@ -192,7 +192,7 @@ def check_parity(module: torch.nn.Module, onnx_path: Path, card: ModelCard, imag
     # Decoded as `wildedge detect` decodes (reduced JPEG decode when the input size allows it).
     cover = card.preprocess.resize in ("stretch", "centre_crop")
     frames = ([(p.name, read_image(p, needed=card.preprocess.input_size, cover=cover).image) for p in images]
-              if images else _synthetic_frames())
+              if images else synthetic_frames())
     tensors = [(name, preprocess(image, card.preprocess)[0]) for name, image in frames]
     with torch.inference_mode():
         expected = [_first_array(module(torch.from_numpy(tensor))) for _, tensor in tensors]
