@@ -29,93 +29,27 @@ from edge.store.records import (
     from_iso,
     to_iso,
 )
+from edge.store.schema import (
+    APPLICATION_ID,
+    EVENT_COLS,
+    FRAME_COLS,
+    MESSAGE_COLS,
+    MIGRATIONS,
+    OUTBOX_COLS,
+    detection_row,
+    event_from_row,
+    event_row,
+    frame_from_row,
+    frame_row,
+    marks,
+    message_row,
+    to_json,
+)
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 HEALTH_KEEP = 2000
-#: PRAGMA application_id of a wildedge store ("WEDG"): tells our file from any other SQLite file.
-APPLICATION_ID = 0x57454447
-
-#: MIGRATIONS[n] takes a store from schema version n to n + 1 (PRAGMA user_version). Append only:
-#: a shipped migration never changes, since devices in the field have already run it.
-MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE frames (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL UNIQUE,
-            captured_at TEXT NOT NULL,
-            monotonic REAL NOT NULL,
-            boot_id TEXT NOT NULL,
-            clock_synced INTEGER NOT NULL,
-            trigger_reason TEXT NOT NULL,
-            burst_id TEXT NOT NULL,
-            burst_index INTEGER NOT NULL,
-            width INTEGER NOT NULL,
-            height INTEGER NOT NULL,
-            inference_ms REAL NOT NULL,
-            source TEXT UNIQUE,
-            image_path TEXT,
-            person INTEGER NOT NULL,
-            failure TEXT)""",
-        "CREATE INDEX frames_captured_at ON frames (captured_at)",
-        "CREATE INDEX frames_burst ON frames (burst_id)",
-        "CREATE INDEX frames_image ON frames (image_path) WHERE image_path IS NOT NULL",
-        """CREATE TABLE detections (
-            id INTEGER PRIMARY KEY,
-            frame_id INTEGER NOT NULL REFERENCES frames (id) ON DELETE CASCADE,
-            class_id INTEGER NOT NULL,
-            label TEXT NOT NULL,
-            score REAL NOT NULL,
-            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-            cls_id INTEGER, cls_label TEXT, cls_score REAL,
-            new INTEGER NOT NULL)""",
-        "CREATE INDEX detections_frame ON detections (frame_id)",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL UNIQUE,
-            burst_id TEXT NOT NULL,
-            captured_at TEXT NOT NULL,
-            monotonic REAL NOT NULL,
-            boot_id TEXT NOT NULL,
-            clock_synced INTEGER NOT NULL,
-            trigger_reason TEXT NOT NULL,
-            image_path TEXT,
-            best_frame_uid TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            delivered_at TEXT)""",
-        "CREATE INDEX events_captured_at ON events (captured_at)",
-        "CREATE INDEX events_burst ON events (burst_id)",
-        "CREATE INDEX events_image ON events (image_path) WHERE image_path IS NOT NULL",
-        # The foreign key makes deleting an event that still has queued messages impossible.
-        """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            topic TEXT NOT NULL,
-            payload BLOB NOT NULL,
-            qos INTEGER NOT NULL,
-            retain INTEGER NOT NULL,
-            event_uid TEXT REFERENCES events (uid),
-            created_at TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0)""",
-        "CREATE INDEX outbox_event ON outbox (event_uid) WHERE event_uid IS NOT NULL",
-        "CREATE TABLE health (id INTEGER PRIMARY KEY, at TEXT NOT NULL, snapshot TEXT NOT NULL)",
-    ),
-    # 1 -> 2: when a row was written. Retention ages rows by it: a folder camera's frames carry the
-    # photo's own (EXIF) time, which may be years old on the day the card is processed.
-    (
-        "ALTER TABLE frames ADD COLUMN recorded_at TEXT",
-        "ALTER TABLE events ADD COLUMN recorded_at TEXT",
-        "CREATE INDEX frames_recorded_at ON frames (recorded_at)",
-        "CREATE INDEX events_recorded_at ON events (recorded_at)",
-    ),
-]
-_FRAME_COLS = ("uid, captured_at, monotonic, boot_id, clock_synced, trigger_reason, burst_id, burst_index, "
-               "width, height, inference_ms, source, image_path, person, failure")
-_EVENT_COLS = ("uid, burst_id, captured_at, monotonic, boot_id, clock_synced, trigger_reason, image_path, "
-               "best_frame_uid, summary")
-_MESSAGE_COLS = "topic, payload, qos, retain, event_uid, created_at, attempts"
-_OUTBOX_COLS = "seq, " + _MESSAGE_COLS
 
 
 class Store:
@@ -271,23 +205,23 @@ class Store:
             if event is not None and frame.burst_id != event.burst_id:
                 raise ValueError(f"frame {frame.uid} is from burst {frame.burst_id}, the event from "
                                  f"{event.burst_id}")
-        frame_rows = [_frame_row(f) for f in frames]
-        event_row = _event_row(event) if event is not None else None
-        message_rows = [_message_row(m, self._now()) for m in messages]
+        frame_rows = [frame_row(f) for f in frames]
+        event_values = event_row(event) if event is not None else None
+        message_rows = [message_row(m, self._now()) for m in messages]
         what = f"commit of burst {event.burst_id if event else frames[0].burst_id if frames else '-'}"
         recorded = to_iso(self._now())
         with self.transaction(what) as conn:
             for frame, row in zip(frames, frame_rows):
-                cur = conn.execute(f"INSERT INTO frames ({_FRAME_COLS}, recorded_at) VALUES ({_marks(16)})",
+                cur = conn.execute(f"INSERT INTO frames ({FRAME_COLS}, recorded_at) VALUES ({marks(16)})",
                                    (*row, recorded))
                 conn.executemany(
                     "INSERT INTO detections (frame_id, class_id, label, score, x1, y1, x2, y2, "
                     "cls_id, cls_label, cls_score, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(cur.lastrowid, *_detection_row(d)) for d in frame.detections])
-            if event_row is not None:
-                conn.execute(f"INSERT INTO events ({_EVENT_COLS}, recorded_at) VALUES ({_marks(11)})",
-                             (*event_row, recorded))
-            conn.executemany(f"INSERT INTO outbox ({_MESSAGE_COLS}) VALUES ({_marks(7)})", message_rows)
+                    [(cur.lastrowid, *detection_row(d)) for d in frame.detections])
+            if event_values is not None:
+                conn.execute(f"INSERT INTO events ({EVENT_COLS}, recorded_at) VALUES ({marks(11)})",
+                             (*event_values, recorded))
+            conn.executemany(f"INSERT INTO outbox ({MESSAGE_COLS}) VALUES ({marks(7)})", message_rows)
 
     def is_processed(self, source: str) -> bool:
         """Whether a frame read from ``source`` (a folder camera's file) is already recorded."""
@@ -300,15 +234,15 @@ class Store:
     # -- outbox --------------------------------------------------------------------------------------
     def enqueue(self, message: OutboxMessage) -> int:
         """Queue one standalone message (status, health); returns its ``seq``."""
-        row = _message_row(message, self._now())
+        row = message_row(message, self._now())
         with self.transaction("enqueue") as conn:
-            return conn.execute(f"INSERT INTO outbox ({_MESSAGE_COLS}) VALUES ({_marks(7)})", row).lastrowid
+            return conn.execute(f"INSERT INTO outbox ({MESSAGE_COLS}) VALUES ({marks(7)})", row).lastrowid
 
     def pending(self, *, limit: int, after_seq: int = 0) -> list[OutboxRow]:
         """Up to ``limit`` queued messages with ``seq > after_seq``, in ``seq`` order."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        rows = self.query(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+        rows = self.query(f"SELECT {OUTBOX_COLS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                           (after_seq, limit))
         return [OutboxRow(r["seq"], r["topic"], bytes(r["payload"]), r["qos"], bool(r["retain"]),
                           r["event_uid"], from_iso(r["created_at"]), r["attempts"]) for r in rows]
@@ -332,14 +266,14 @@ class Store:
         if not seqs:
             return
         with self.transaction(f"ack of {len(seqs)} messages") as conn:
-            marks = _marks(len(seqs))
+            holders = marks(len(seqs))
             uids = {r[0] for r in conn.execute(
-                f"SELECT DISTINCT event_uid FROM outbox WHERE seq IN ({marks}) AND event_uid IS NOT NULL",
+                f"SELECT DISTINCT event_uid FROM outbox WHERE seq IN ({holders}) AND event_uid IS NOT NULL",
                 tuple(seqs))}
-            conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(seqs))
+            conn.execute(f"DELETE FROM outbox WHERE seq IN ({holders})", tuple(seqs))
             if uids:
-                conn.execute(f"UPDATE events SET delivered_at = ? WHERE uid IN ({_marks(len(uids))}) AND NOT EXISTS "
-                             "(SELECT 1 FROM outbox o WHERE o.event_uid = events.uid)",
+                conn.execute(f"UPDATE events SET delivered_at = ? WHERE uid IN ({marks(len(uids))}) "
+                             "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_uid = events.uid)",
                              (to_iso(self._now()), *uids))
 
     def trim_outbox(self, *, max_messages: int, max_age: timedelta | None = None) -> int:
@@ -405,7 +339,7 @@ class Store:
     # -- health and meta -----------------------------------------------------------------------------
     def add_health(self, snapshot: dict, at: datetime) -> None:
         """Keep one health snapshot; only the newest ``health_keep`` stay."""
-        text = _json(snapshot, "health snapshot")
+        text = to_json(snapshot, "health snapshot")
         with self.transaction("health") as conn:
             cur = conn.execute("INSERT INTO health (at, snapshot) VALUES (?, ?)", (to_iso(at), text))
             last = cur.lastrowid
@@ -435,15 +369,15 @@ class Store:
     def frames(self, *, burst_id: str | None = None, limit: int | None = None) -> list[FrameRecord]:
         """Recorded frames with their detections, oldest first (of one burst when ``burst_id``)."""
         where, params = ("WHERE burst_id = ?", [burst_id]) if burst_id is not None else ("", [])
-        rows = self.query(f"SELECT id, {_FRAME_COLS} FROM frames {where} ORDER BY id LIMIT ?",
+        rows = self.query(f"SELECT id, {FRAME_COLS} FROM frames {where} ORDER BY id LIMIT ?",
                           [*params, -1 if limit is None else limit])
-        return [_frame(r, self._detections(r["id"])) for r in rows]
+        return [frame_from_row(r, self._detections(r["id"])) for r in rows]
 
     def events(self, *, limit: int | None = None) -> list[EventRecord]:
         """Recorded events, oldest first."""
-        rows = self.query(f"SELECT {_EVENT_COLS} FROM events ORDER BY id LIMIT ?",
+        rows = self.query(f"SELECT {EVENT_COLS} FROM events ORDER BY id LIMIT ?",
                           (-1 if limit is None else limit,))
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def last_frame_detections(self) -> list[DetectionRecord]:
         """The detections of the most recently recorded frame (the sticky filter restarts from them)."""
@@ -478,55 +412,3 @@ class Store:
         except StoreError as err:  # too damaged for the check itself to run
             return str(err.__cause__ or err)
         return "\n".join(problems) or "ok"
-
-
-# -- rows <-> records --------------------------------------------------------------------------------
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
-
-
-def _json(value: dict, what: str) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} is not JSON-serialisable: {err}") from err
-
-
-def _frame_row(f: FrameRecord) -> tuple:
-    return (f.uid, to_iso(f.captured_at), f.monotonic, f.boot_id, int(f.clock_synced), f.trigger, f.burst_id,
-            f.burst_index, f.width, f.height, f.inference_ms, f.source, f.image_path, int(f.person), f.failure)
-
-
-def _detection_row(d: DetectionRecord) -> tuple:
-    if len(d.box) != 4:
-        raise ValueError(f"a box needs 4 numbers (x1, y1, x2, y2), got {d.box!r}")
-    cls = d.classification if d.classification is not None else (None, None, None)
-    return (d.class_id, d.label, float(d.score), *map(float, d.box), *cls, int(d.new))
-
-
-def _event_row(e: EventRecord) -> tuple:
-    return (e.uid, e.burst_id, to_iso(e.captured_at), e.monotonic, e.boot_id, int(e.clock_synced), e.trigger,
-            e.image_path, e.best_frame_uid, _json(e.summary, f"summary of event {e.uid}"))
-
-
-def _message_row(m: OutboxMessage, now: datetime) -> tuple:
-    if m.qos not in (0, 1, 2):
-        raise ValueError(f"qos must be 0, 1 or 2, got {m.qos}")
-    if not isinstance(m.payload, (bytes, bytearray, memoryview)):
-        raise TypeError(f"payload must be bytes, got {type(m.payload).__name__}")
-    if not m.topic:
-        raise ValueError("an outbox message needs a topic")
-    return (m.topic, bytes(m.payload), m.qos, int(m.retain), m.event_uid, to_iso(now), 0)
-
-
-def _frame(r: sqlite3.Row, detections: list[DetectionRecord]) -> FrameRecord:
-    return FrameRecord(r["uid"], from_iso(r["captured_at"]), r["monotonic"], r["boot_id"],
-                       bool(r["clock_synced"]), r["trigger_reason"], r["burst_id"], r["burst_index"],
-                       r["width"], r["height"], r["inference_ms"], r["source"], r["image_path"], detections,
-                       bool(r["person"]), r["failure"])
-
-
-def _event(r: sqlite3.Row) -> EventRecord:
-    return EventRecord(r["uid"], r["burst_id"], from_iso(r["captured_at"]), r["monotonic"], r["boot_id"],
-                       bool(r["clock_synced"]), r["trigger_reason"], r["image_path"], r["best_frame_uid"],
-                       json.loads(r["summary"]))
