@@ -21,26 +21,26 @@ class Subscriber:
                  tls: Any = None) -> None:
         self.messages: list[paho.MQTTMessage] = []
         self.lock = threading.Lock()
-        self.connected = threading.Event()
+        self.ready = threading.Event()  # set on the SUBACK: from then on nothing published is missed
         self.topic = topic
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self.client.reconnect_delay_set(0.1, 0.5)
         if tls is not None:
             self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert), keyfile=str(tls.client_key))
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *_args: self.connected.clear()
+        self.client.on_disconnect = lambda *_args: self.ready.clear()
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_args: self.connected.set()
+        self.client.on_subscribe = lambda *_args: self.ready.set()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect_async(host, port, 30, clean_start=False, properties=props)
         self.client.loop_start()
-        if not self.connected.wait(10):
+        if not self.ready.wait(10):
             raise RuntimeError("the test subscriber could not connect")
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
-            client.subscribe(self.topic, qos=1)  # ``connected`` is set on its SUBACK
+            client.subscribe(self.topic, qos=1)
 
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         with self.lock:

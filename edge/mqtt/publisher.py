@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -62,12 +62,9 @@ class DeliveryState:
     refused: int = 0
     commands: int = 0
     last_error: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"connected": self.connected, "listening": self.listening, "protocol": self.protocol, "connects": self.connects,
-                "disconnects": self.disconnects, "published": self.published, "acked": self.acked,
-                "refused": self.refused, "commands": self.commands, "last_error": self.last_error}
+        return asdict(self)
 
 
 class Publisher:
@@ -211,8 +208,6 @@ class Publisher:
     def _failed(self, message: str) -> None:
         delay = self._backoff.next()
         self._next_try = time.monotonic() + delay
-        count = self.state.errors.get(message, 0)
-        self.state.errors[message] = count + 1
         if self.state.last_error != message:
             logger.warning("MQTT: %s; retrying in %.0f s", message, delay)
         else:

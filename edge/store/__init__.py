@@ -6,7 +6,7 @@ boundaries and the retention order.
 
 from __future__ import annotations
 
-from edge.store.db import APPLICATION_ID, MIGRATIONS, Store
+from edge.store.db import Store
 from edge.store.images import encode_jpeg, image_relpath, resolve, save_jpeg, write_atomic
 from edge.store.records import (
     DetectionRecord,
@@ -21,6 +21,7 @@ from edge.store.records import (
     uid_time,
 )
 from edge.store.retention import RetentionReport, can_save, enforce, free_space
+from edge.store.schema import APPLICATION_ID, MIGRATIONS
 
 __all__ = [
     "APPLICATION_ID",
