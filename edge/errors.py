@@ -9,6 +9,7 @@
      |    +-- RegistryError       a published model name is unknown, or pulling it failed
      +-- StoreError               the local SQLite store or the image store failed
      +-- PublishError             MQTT delivery failed
+     +-- CollectorError           the collector's database or broker cannot be used (server)
      +-- ExportError              exporting, quantizing or verifying a model failed (workstation)
           +-- MissingExtraError   an optional extra (export, ultralytics, mlflow) is not installed
 
@@ -56,6 +57,10 @@ class StoreError(WildedgeError):
 
 class PublishError(WildedgeError):
     """MQTT delivery failed."""
+
+
+class CollectorError(WildedgeError):
+    """The collector's database or broker cannot be used; the message says which and what to do."""
 
 
 class ExportError(WildedgeError):

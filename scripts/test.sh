@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a virtualenv with the export, ultralytics, mlflow and test extras and run the whole test suite.
+# Set up a virtualenv with the export, ultralytics, mlflow, collector and test extras and run the whole test suite.
 # Run as root on Debian, it also installs the system services the tests use (mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[export,ultralytics,mlflow,test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[export,ultralytics,mlflow,collector,test]'
 exec .venv/bin/python -m pytest "$@"

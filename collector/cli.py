@@ -1,0 +1,12 @@
+"""``wildedge collect ...``: the central server (registered through the ``wildedge.commands`` entry point)."""
+
+from __future__ import annotations
+
+import typer
+
+from collector import cmd_run
+
+app = typer.Typer(help="Collect every device's detections into one database; status, exports, a web page "
+                       "(needs wildedge\\[collector]).", no_args_is_help=True)
+
+app.command("run")(cmd_run.run)

@@ -1,0 +1,298 @@
+"""Storing parsed messages: idempotent inserts, clock correction, device state, rejects.
+
+:func:`store_batch` writes a batch of received messages in ONE transaction, each message inside
+its own savepoint, so that a row one dialect refuses becomes a reject instead of failing the
+batch. The caller acknowledges the batch to the broker only after this returns (the commit is
+done): at-least-once on the wire, exactly once in the database, nothing acknowledged unstored.
+
+Device rows are updated once per batch, at the end and in device order: two collectors sharing a
+PostgreSQL database then lock them in the same order and cannot deadlock.
+
+Clock handling (docs/wire-format.md): an event made while the device clock was not synchronised
+(``s`` 0) is moved to ``m + (t_ref - m_ref)`` as soon as a message from the same boot with a
+synchronised clock gives the reference, whichever arrives first. A folder camera's event (trigger
+``file``) carries the photo's own EXIF time and is never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, case, func, or_, select, update
+from sqlalchemy.exc import DataError, IntegrityError
+
+from collector.db import insert
+from collector.db.schema import (
+    REJECT_PAYLOAD_BYTES,
+    REJECTS_KEEP,
+    clock_refs,
+    counters,
+    crops,
+    detections,
+    devices,
+    effort,
+    effort_counts,
+    event_counts,
+    events,
+    health,
+    labels,
+    models,
+    rejects,
+    status_history,
+)
+from collector.wire import Parsed, Rejected, parse
+
+logger = logging.getLogger(__name__)
+
+_MAX_T = 253402300799
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One received message; ``received`` is the collector's Unix time."""
+
+    topic: str
+    payload: bytes
+    received: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a message: stored, a duplicate already stored, or rejected (reason)."""
+
+    kind: str
+    stored: bool = False
+    reject: str | None = None
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    first: int
+    last: int
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    model_id: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, what: str) -> int:
+        if what == "stored":
+            return sum(o.stored for o in self.outcomes)
+        if what == "duplicate":
+            return sum(not o.stored and o.reject is None for o in self.outcomes)
+        return sum(o.reject is not None for o in self.outcomes)
+
+
+def day_of(t: int) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+
+
+def store_batch(conn: Connection, batch: Sequence[Incoming], *, prefix: str, max_payload: int,
+                allow: frozenset[str] | None = None) -> BatchResult:
+    """Store ``batch`` inside the caller's transaction on ``conn`` (see the module docstring).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database failed as a whole (connection lost, disk
+            full): the caller rolls back, acknowledges nothing and tries again later.
+    """
+    result = BatchResult()
+    states: dict[str, _DeviceState] = {}
+    for msg in batch:
+        try:
+            parsed = parse(msg.topic, msg.payload, prefix=prefix, max_payload=max_payload, allow=allow)
+        except Rejected as err:
+            _reject(conn, msg, err)
+            result.outcomes.append(Outcome("?", reject=err.reason))
+            continue
+        try:
+            with conn.begin_nested():
+                stored = _STORE[parsed.kind](conn, parsed, msg.received)
+        except (DataError, IntegrityError) as err:
+            rejected = Rejected("db_refused", str(err.orig or err).splitlines()[0][:200], device=parsed.device)
+            _reject(conn, msg, rejected)
+            result.outcomes.append(Outcome(parsed.kind, reject="db_refused"))
+            continue
+        result.outcomes.append(Outcome(parsed.kind, stored=stored))
+        state = states.setdefault(parsed.device, _DeviceState(msg.received, msg.received))
+        state.last = max(state.last, msg.received)
+        if parsed.kind == "status":
+            state.statuses.append(parsed.data)
+        elif parsed.kind == "health" and (state.health is None or parsed.raw["t"] >= state.health["t"]):
+            state.health = parsed.raw
+        elif parsed.kind == "model":
+            state.model_id = parsed.data["model_id"]
+    for device in sorted(states):
+        _update_device(conn, device, states[device])
+    return result
+
+
+# -- events and effort ---------------------------------------------------------------------------------
+
+def _clock(conn: Connection, device: str, raw: dict[str, Any], t: int, trigger: str) -> tuple[int, str]:
+    """(best time, clock) of a message sent at device time ``t``."""
+    if trigger == "file":
+        return t, "camera"
+    if raw["s"] == 1:
+        return t, "synced"
+    offset = conn.execute(select(clock_refs.c.offset).where(
+        clock_refs.c.device == device, clock_refs.c.boot == raw["b"])).scalar()
+    if offset is not None and 0 <= raw["m"] + offset <= _MAX_T:
+        return raw["m"] + offset, "corrected"
+    return t, "unsynced"
+
+
+def _event(conn: Connection, p: Parsed, received: int) -> bool:
+    raw, data = p.raw, p.data
+    time, clock = _clock(conn, p.device, raw, raw["t"], data["trigger"])
+    vote = data["vote"] or {}
+    row = {"id": data["id"], "device": p.device, "t": raw["t"], "time": time, "day": day_of(time),
+           "clock": clock, "boot": data["boot"], "monotonic": data["monotonic"], "trigger": data["trigger"],
+           "image": data["image"], "model_id": data["model_id"], "vote_class": vote.get("class_id"),
+           "votes": vote.get("votes"), "voters": vote.get("voters"), "received": received}
+    if conn.execute(insert(conn, events).values(row).on_conflict_do_nothing(index_elements=["id"])).rowcount != 1:
+        return False
+    rows = [{"event_id": data["id"], "idx": i, "class_id": x[0], "score": x[1], "x1": x[2], "y1": x[3],
+             "x2": x[4], "y2": x[5], "cls_class": x[6] if len(x) == 8 else None,
+             "cls_prob": x[7] if len(x) == 8 else None} for i, x in enumerate(raw.get("x") or [])]
+    if rows:
+        conn.execute(detections.insert(), rows)
+    if data["counts"]:
+        conn.execute(event_counts.insert(), [{"event_id": data["id"], "class_id": c, "count": n}
+                                              for c, n in data["counts"].items()])
+    return True
+
+
+def _effort(conn: Connection, p: Parsed, received: int) -> bool:
+    raw, data = p.raw, p.data
+    end, clock = _clock(conn, p.device, raw, raw["t1"], "")
+    row = {"id": data["id"], "device": p.device, "t0": raw["t0"], "t1": raw["t1"],
+           "start": max(0, end - (raw["t1"] - raw["t0"])), "end": end, "clock": clock, "boot": raw["b"],
+           "monotonic": raw["m"], "received": received}
+    if conn.execute(insert(conn, effort).values(row).on_conflict_do_nothing(index_elements=["id"])).rowcount != 1:
+        return False
+    if data["counts"]:
+        conn.execute(effort_counts.insert(), [{"effort_id": data["id"], "trigger": trigger, **counts}
+                                               for trigger, counts in data["counts"].items()])
+    if raw["s"] == 1:
+        _reference(conn, p.device, raw["b"], raw["t1"] - raw["m"], received)
+    return True
+
+
+def _reference(conn: Connection, device: str, boot: str, offset: int, received: int) -> None:
+    """Record a boot's clock offset; the first time, correct what that boot sent unsynchronised."""
+    new = conn.execute(insert(conn, clock_refs).values(device=device, boot=boot, offset=offset, received=received)
+                       .on_conflict_do_nothing(index_elements=["device", "boot"])).rowcount == 1
+    if not new:
+        return
+    late = conn.execute(select(events.c.id, events.c.monotonic).where(
+        events.c.device == device, events.c.boot == boot, events.c.clock == "unsynced")).all()
+    for event_id, monotonic in late:
+        if 0 <= monotonic + offset <= _MAX_T:
+            conn.execute(update(events).where(events.c.id == event_id).values(
+                time=monotonic + offset, day=day_of(monotonic + offset), clock="corrected"))
+    conn.execute(update(effort).where(effort.c.device == device, effort.c.boot == boot, effort.c.clock == "unsynced")
+                 .values(end=effort.c.monotonic + offset, start=effort.c.monotonic + offset - (effort.c.t1 - effort.c.t0),
+                         clock="corrected"))
+    if late:
+        logger.info("%s: corrected the times of %d events from boot %s (clock offset %d s)",
+                    device, len(late), boot, offset)
+
+
+# -- state messages ------------------------------------------------------------------------------------
+
+def _health(conn: Connection, p: Parsed, received: int) -> bool:
+    raw = p.raw
+    row = {"device": p.device, "t": raw["t"], "clock_synced": raw["s"], "boot": raw["b"], "monotonic": raw["m"],
+           "received": received, "disk_free_mib": raw.get("df"), "cpu_temp_dc": raw.get("tc"),
+           "queue_depth": raw.get("q"), "data": json.dumps(p.data, default=str, sort_keys=True)}
+    stmt = insert(conn, health).values(row).on_conflict_do_nothing(index_elements=["device", "boot", "monotonic"])
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    if raw["s"] == 1:
+        _reference(conn, p.device, raw["b"], raw["t"] - raw["m"], received)
+    return True
+
+
+def _status(conn: Connection, p: Parsed, received: int) -> bool:
+    return True  # applied to the device row and its history at the end of the batch
+
+
+def _model(conn: Connection, p: Parsed, received: int) -> bool:
+    data, raw = p.data, p.raw
+    det, cls = data["detector"], data["classifier"]
+    row = {"device": p.device, "model_id": data["model_id"], "t": raw["t"], "received": received,
+           "det_name": det.name, "det_sha256": det.sha256, "det_conf": _permille(det.conf),
+           "det_iou": None if det.iou is None else _permille(det.iou),
+           "cls_name": cls.name if cls else None, "cls_sha256": cls.sha256 if cls else None,
+           "cls_conf": _permille(cls.conf) if cls else None}
+    stmt = insert(conn, models).values(row).on_conflict_do_nothing(index_elements=["device", "model_id"])
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    names = [{"device": p.device, "model_id": data["model_id"], "kind": kind, "class_id": i, "label": label}
+             for kind, info in (("det", det), ("cls", cls)) if info is not None
+             for i, label in enumerate(info.labels)]
+    if names:
+        conn.execute(labels.insert(), names)
+    return True
+
+
+def _crop(conn: Connection, p: Parsed, received: int) -> bool:
+    row = {"event_id": p.data["event_id"], "device": p.device, "received": received, "jpeg": p.data["jpeg"]}
+    return conn.execute(insert(conn, crops).values(row).on_conflict_do_nothing(
+        index_elements=["event_id"])).rowcount == 1
+
+
+_STORE = {"event": _event, "effort": _effort, "health": _health, "status": _status, "model": _model,
+          "crop": _crop}
+
+
+def _permille(value: float) -> int:
+    return int(value * 1000 + 0.5)
+
+
+def _update_device(conn: Connection, device: str, s: _DeviceState) -> None:
+    ins = insert(conn, devices).values(device=device, first_seen=s.first, last_seen=s.last)
+    conn.execute(ins.on_conflict_do_update(index_elements=["device"], set_={
+        "last_seen": case((ins.excluded.last_seen > devices.c.last_seen, ins.excluded.last_seen),
+                          else_=devices.c.last_seen)}))
+    if s.model_id is not None:
+        conn.execute(update(devices).where(devices.c.device == device).values(model_id=s.model_id))
+    if s.health is not None:
+        h = s.health
+        conn.execute(update(devices).where(devices.c.device == device, or_(
+            devices.c.health_t.is_(None), devices.c.health_t <= h["t"])).values(
+            health_t=h["t"], health_received=s.last, clock_synced=h["s"], disk_free_mib=h.get("df"),
+            disk_total_mib=h.get("dt"), cpu_temp_dc=h.get("tc"), queue_depth=h.get("q"), disk_low=h.get("dl"),
+            camera_state=h.get("cam")))
+    for st in s.statuses:
+        t = None if st["time"] is None else int(st["time"].timestamp())
+        synced = None if st["clock_synced"] is None else int(st["clock_synced"])
+        # Retained status comes again at every reconnect: a repeat changes nothing and is not history.
+        changed = conn.execute(update(devices).where(devices.c.device == device, or_(
+            devices.c.state.is_distinct_from(st["state"]), devices.c.state_t.is_distinct_from(t))).values(
+            state=st["state"], state_t=t, state_received=s.last,
+            **({"clock_synced": synced} if synced is not None else {}))).rowcount
+        if changed:
+            conn.execute(status_history.insert().values(device=device, state=st["state"], t=t, clock_synced=synced,
+                                                        received=s.last))
+
+
+def _reject(conn: Connection, msg: Incoming, err: Rejected) -> None:
+    logger.warning("rejected a message on %s: %s: %s", msg.topic[:200], err.reason, err.detail)
+    conn.execute(rejects.insert().values(received=msg.received, topic=msg.topic[:1024], device=err.device,
+                                         reason=err.reason, detail=err.detail[:500], size=len(msg.payload),
+                                         payload=msg.payload[:REJECT_PAYLOAD_BYTES]))
+    name = f"rejected.{err.reason}"
+    ins = insert(conn, counters).values(name=name, value=1)
+    conn.execute(ins.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1}))
+    newest = conn.execute(select(func.max(rejects.c.id))).scalar() or 0
+    if newest % 100 == 0:
+        conn.execute(rejects.delete().where(rejects.c.id <= newest - REJECTS_KEEP))
