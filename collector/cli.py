@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from collector import cmd_run
+from collector import cmd_run, cmd_serve, cmd_status
 
 app = typer.Typer(help="Collect every device's detections into one database; status, exports, a web page "
                        "(needs wildedge\\[collector]).", no_args_is_help=True)
 
 app.command("run")(cmd_run.run)
+app.command("status")(cmd_status.status)
+app.command("serve")(cmd_serve.serve)

@@ -1,0 +1,47 @@
+"""``wildedge collect serve``: the read-only web page (devices, detections per day, crops, exports) under uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Annotated
+
+import typer
+
+from collector.common import DbOption, fail, open_db, require_extra
+
+logger = logging.getLogger(__name__)
+
+
+def serve(db: DbOption = None,
+          host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 shows the page to the whole "
+                                                 "network (no login: put a reverse proxy with TLS in front).")]
+          = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8080) -> None:
+    """Serve a read-only web page of the collector database (GET only; binds 127.0.0.1 unless --host)."""
+    require_extra("web")
+    import uvicorn
+
+    from collector.web.app import create_app
+
+    engine = open_db(db, read_only=True)
+    if not _loopback(host):
+        logger.warning("serving on %s: anyone who can reach this address can read the page (there is no login)",
+                       host)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        uvicorn.run(create_app(engine), host=host, port=port, log_level="info", server_header=False,
+                    proxy_headers=False)
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port or --host")
+    finally:
+        engine.dispose()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
