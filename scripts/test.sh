@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # Set up a virtualenv with the export, ultralytics, mlflow, collector and test extras and run the whole test suite.
-# Run as root on Debian, it also installs the system services the tests use (mosquitto).
+# Run as root on Debian, it also installs the system programs the tests use: mosquitto (MQTT broker), the
+# PostgreSQL server (the tests start their own throwaway cluster; the packaged one is not needed) and chromium
+# (the collector's web page test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+  command -v chromium >/dev/null || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    # The tests start their own broker on a free port; the packaged service is not needed.
+    # The tests start their own broker on a free port and their own PostgreSQL on a Unix socket in a temp
+    # folder; the packaged services are not needed (without systemd these lines do nothing, which is fine).
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    if [[ " ${need[*]} " == *" postgresql "* ]]; then
+      systemctl disable --now postgresql >/dev/null 2>&1 || true
+      if command -v pg_lsclusters >/dev/null; then  # started by the package's postinst without systemd
+        pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _; do
+          pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
+        done || true
+      fi
+    fi
   fi
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[export,ultralytics,mlflow,collector,test]'
+# -- extra tools for the tests (the lead adds pip lines here) --------------------------------------------------
+# -- end of extra tools ---------------------------------------------------------------------------------------
 exec .venv/bin/python -m pytest "$@"

@@ -247,3 +247,39 @@ def broker(broker_factory: Callable[..., Mosquitto]) -> Mosquitto:
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A throwaway CA, server and "trap-01" client certificates, and a rogue client (``make_tls``)."""
     return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+# -- PostgreSQL: a throwaway cluster on a Unix socket ----------------------------------------------
+from pg import PostgresCluster, find_bindir
+
+POSTGRES_MISSING = ("needs the PostgreSQL server (apt install postgresql: initdb and postgres); "
+                    "scripts/test.sh installs it when run as root")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A started throwaway cluster (no TCP port, fsync off), stopped at the end of the session; skips the
+    test when the server binaries are not installed (a user's fresh machine)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(POSTGRES_MISSING)
+    with PostgresCluster(bindir) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> Iterator[str]:
+    """The SQLAlchemy URL of a fresh empty database of its own, dropped after the test."""
+    name = postgres.create_database()
+    try:
+        yield postgres.url(name)
+    finally:
+        postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def collector_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A collector database URL, once a fresh SQLite file and once a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'collector.db'}"
+    return request.getfixturevalue("pg_url")
