@@ -33,7 +33,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def open_db(url: str | None, *, read_only: bool = False, migrate: bool = True):  # noqa: ANN201
+def open_db(url: str | None, *, read_only: bool = False, migrate: bool = True):
     """The engine for ``--db`` (migrated unless ``read_only``); one-line failure on any problem."""
     from collector.db import default_url, open_engine
     from collector.db import migrate as run_migrations
@@ -50,7 +50,7 @@ def open_db(url: str | None, *, read_only: bool = False, migrate: bool = True): 
         fail(str(err))
 
 
-def _check_readable(engine, version: int, current_version) -> None:  # noqa: ANN001
+def _check_readable(engine, version: int, current_version) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from collector.db import redact

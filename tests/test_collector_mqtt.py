@@ -1,0 +1,163 @@
+"""The collector against a real mosquitto: stored once, acknowledged only after commit, bad input refused."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from collector_helpers import (
+    collector_process,
+    event_ids,
+    publish_all,
+    publisher,
+    rows,
+    running_collector,
+    wait_for_events,
+)
+from daemon_helpers import wait_until
+
+from edge.payload import encode_event, encode_model, encode_status
+from edge.store import DetectionRecord, EventRecord, FrameRecord, new_uid
+
+pytest.importorskip("sqlalchemy")
+
+T0 = datetime(2026, 6, 1, 4, 30, tzinfo=timezone.utc)
+
+
+def make_events(device: str, count: int, *, start: datetime = T0) -> list[tuple[str, bytes, str]]:
+    """``count`` event messages of ``device``: (topic, payload, event id)."""
+    out = []
+    for k in range(count):
+        frame = FrameRecord(new_uid(), start + timedelta(minutes=k), 100.0 + k, "boot-1", True, "motion", "b",
+                            0, 1920, 1080, 50.0, detections=[DetectionRecord(0, "animal", 0.9, (0.1, 0.2, 0.3, 0.4))])
+        event = EventRecord(new_uid(), "b", frame.captured_at, frame.monotonic, "boot-1", True, "motion", None,
+                            frame.uid, {"classes": [{"class_id": 0, "count": 1}]})
+        out.append((f"wildedge/{device}/event", encode_event(event, frame, device=device, model_id="0badcafe",
+                                                             image=None), event.uid))
+    return out
+
+
+def test_events_are_stored_once_however_often_they_arrive(broker, tmp_path):
+    db = tmp_path / "c.db"
+    events = make_events("trap-01", 30)
+    client = publisher(broker.host, broker.port)
+    try:
+        with running_collector(f"sqlite:///{db}", broker.url) as collector:
+            publish_all(client, [(t, p) for t, p, _ in events])
+            publish_all(client, [(t, p) for t, p, _ in events[::3]])  # resent after a device crash
+            wait_until(lambda: collector.stats.stored + collector.stats.duplicates >= 40)
+            assert collector.stats.stored == 30 and collector.stats.duplicates == 10
+    finally:
+        client.loop_stop()
+    assert sorted(event_ids(db)) == sorted(uid for *_, uid in events)
+    assert rows(db, "SELECT count(*) FROM detections")[0][0] == 30
+
+
+def test_retained_state_and_bad_input_never_stop_the_stream(broker, tmp_path):
+    db = tmp_path / "c.db"
+    client = publisher(broker.host, broker.port)
+    try:
+        from edge.payload import ModelInfo
+        det = ModelInfo("det.onnx", "a" * 64, ["animal", "<script>alert(1)</script>"], 0.2, 0.45)
+        publish_all(client, [("wildedge/trap-01/model", encode_model(device="trap-01", detector=det, classifier=None,
+                                                                    at=T0, clock_synced=True)),
+                             ("wildedge/trap-01/status", encode_status(device="trap-01", state="online", at=T0,
+                                                                       clock_synced=True))], retain=True)
+        bad = [("wildedge/trap-01/event", b"{not json"), ("wildedge/trap-01/event", b'{"v":7,"d":"trap-01"}'),
+               ("wildedge/trap-01/event", b'{"v":1,"d":"trap-01","e":1}'),
+               ("wildedge/trap-02/event", make_events("trap-01", 1)[0][1]),
+               ("wildedge/trap-01/crop/AZ6BLMhUdOCAhWK-24tgzg", b"not a jpeg"),
+               ("wildedge/trap-01/event", b"x" * (70_000))]
+        good = make_events("trap-01", 5)
+        with running_collector(f"sqlite:///{db}", broker.url, max_payload=65_536) as collector:
+            publish_all(client, bad + [(t, p) for t, p, _ in good])
+            wait_until(lambda: collector.stats.stored >= 5 + 2 and collector.stats.rejected >= len(bad))
+    finally:
+        client.loop_stop()
+    assert len(event_ids(db)) == 5
+    reasons = dict(rows(db, "SELECT name, value FROM counters"))
+    assert reasons == {"rejected.bad_json": 1, "rejected.bad_version": 1, "rejected.invalid": 1,
+                       "rejected.device_mismatch": 1, "rejected.bad_crop": 1, "rejected.too_large": 1}
+    assert rows(db, "SELECT state FROM devices WHERE device = 'trap-01'") == [("online",)]
+    assert ("<script>alert(1)</script>",) in rows(db, "SELECT label FROM labels")
+
+
+def test_a_huge_payload_is_never_delivered_to_the_collector(broker, tmp_path):
+    """MQTT 5 Maximum Packet Size: the broker drops what is far over the limit; the stream goes on."""
+    db = tmp_path / "c.db"
+    client = publisher(broker.host, broker.port)
+    try:
+        with running_collector(f"sqlite:///{db}", broker.url, max_payload=65_536) as collector:
+            publish_all(client, [("wildedge/trap-01/event", b"x" * (8 << 20))])
+            events = make_events("trap-01", 3)
+            publish_all(client, [(t, p) for t, p, _ in events])
+            wait_for_events(db, 3)
+            assert collector.stats.received == 3  # the 8 MB message never reached the process
+    finally:
+        client.loop_stop()
+
+
+def test_allow_list(broker, tmp_path):
+    db = tmp_path / "c.db"
+    client = publisher(broker.host, broker.port)
+    try:
+        with running_collector(f"sqlite:///{db}", broker.url, allow=frozenset({"trap-01"})) as collector:
+            publish_all(client, [(t, p) for t, p, _ in make_events("trap-01", 2) + make_events("intruder", 3)])
+            wait_until(lambda: collector.stats.stored + collector.stats.rejected >= 5)
+    finally:
+        client.loop_stop()
+    assert len(event_ids(db)) == 2
+    assert rows(db, "SELECT value FROM counters WHERE name = 'rejected.not_allowed'") == [(3,)]
+
+
+def test_nothing_is_acknowledged_before_it_is_committed(broker, tmp_path):
+    """The database is locked (as when it is lost): messages wait unacknowledged; the collector is
+    SIGKILLed; the broker resends them to the restarted collector and each is stored once."""
+    db = tmp_path / "c.db"
+    url = f"sqlite:///{db}"
+    log = tmp_path / "collector.log"
+    proc = collector_process(url, broker.url, log=log)
+    client = publisher(broker.host, broker.port)
+    events = make_events("trap-01", 20)
+    try:
+        wait_until(lambda: rows(db, "SELECT version FROM schema_version"), 30)
+        time.sleep(1.0)  # subscribed (the broker keeps the session from here on)
+        publish_all(client, [(t, p) for t, p, _ in events[:5]])
+        wait_for_events(db, 5)
+        blocker = sqlite3.connect(db, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN EXCLUSIVE")  # nobody else can write (or read, in rollback mode) now
+        publish_all(client, [(t, p) for t, p, _ in events[5:]])
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert len(event_ids(db)) == 5
+        proc = collector_process(url, broker.url, log=log)
+        wait_for_events(db, 20)
+        time.sleep(1.0)
+        assert sorted(event_ids(db)) == sorted(uid for *_, uid in events)
+    finally:
+        client.loop_stop()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_unreachable_database_at_start_is_one_line(tmp_path):
+    import subprocess
+
+    from daemon_helpers import WILDEDGE
+
+    result = subprocess.run([*WILDEDGE, "collect", "run", "--broker", "mqtt://127.0.0.1:1", "--db",
+                             "postgresql://nobody@/nothing?host=/nonexistent"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open the collector database"), result.stderr
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([*WILDEDGE, "collect", "run", "--broker", "http://x", "--db", f"sqlite:///{tmp_path}/c.db"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: --broker"), result.stderr
