@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,14 +30,14 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="megadetector | camtrapdp | coco | csv.")]
     = "megadetector",
     db: DbOption = None,
-    device: Annotated[Optional[list[str]], typer.Option(
+    device: Annotated[list[str] | None, typer.Option(
         "--device", help="Only this device (repeatable); default: every device.")] = None,
-    since: Annotated[Optional[str], typer.Option(help="Events from this date/time (UTC unless zoned).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Events before this date/time; a bare date includes that day.")]
+    since: Annotated[str | None, typer.Option(help="Events from this date/time (UTC unless zoned).")] = None,
+    until: Annotated[str | None, typer.Option(help="Events before this date/time; a bare date includes that day.")]
     = None,
-    locations: Annotated[Optional[Path], typer.Option(
+    locations: Annotated[Path | None, typer.Option(
         "--locations", help="CSV of device,latitude,longitude (required by camtrapdp).")] = None,
-    frame_size: Annotated[Optional[str], typer.Option(
+    frame_size: Annotated[str | None, typer.Option(
         "--frame-size", help="WIDTHxHEIGHT of the devices' frames: coco needs pixels, and the wire does not "
                              "carry frame sizes.")] = None,
 ) -> None:

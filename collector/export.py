@@ -12,7 +12,7 @@ import csv
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def load_locations(path: str | os.PathLike[str]) -> dict[str, Location]:
 
 
 def _utc(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _secs(when: datetime) -> int:

@@ -23,13 +23,13 @@ from typer.testing import CliRunner
 
 pytest.importorskip("sqlalchemy")
 
-from collector.cli import app as collect_app  # noqa: E402
-from collector.db import migrate, open_engine  # noqa: E402
-from collector.export import export_to  # noqa: E402
-from collector.ingest import Incoming, store_batch  # noqa: E402
-from edge import payload as wire  # noqa: E402
-from edge.outputs.megadetector import validate_megadetector  # noqa: E402
-from edge.store import Store  # noqa: E402
+from collector.cli import app as collect_app
+from collector.db import migrate, open_engine
+from collector.export import export_to
+from collector.ingest import Incoming, store_batch
+from edge import payload as wire
+from edge.outputs.megadetector import validate_megadetector
+from edge.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "wire"
 PREFIX = "wildedge"

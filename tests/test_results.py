@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from edge.store import DetectionRecord, EventRecord, FrameRecord, OutboxMessage,
 
 DET_LABELS = ["deer", "<b>fox</b>", "person"]
 CLS_LABELS = ["red fox", "roe <i>deer</i>"]
-T0 = datetime(2026, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 10, 0, 0, tzinfo=UTC)
 SIZE = (1920, 1080)
 BOOT = "5f1c9a3e-0000-4000-8000-000000000000"
 

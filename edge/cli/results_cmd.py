@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -61,12 +61,12 @@ def _print_summary(summary: Any, store: Path) -> None:
 def results(
     config: ConfigOption,
     fmt: FormatOption = "megadetector",
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the export here (a directory for camtrapdp); without it, only the summary.")]
     = None,
-    since: Annotated[Optional[str], typer.Option(help="Events captured from this date/time (UTC unless zoned).")]
+    since: Annotated[str | None, typer.Option(help="Events captured from this date/time (UTC unless zoned).")]
     = None,
-    until: Annotated[Optional[str], typer.Option(help="Events captured before this date/time; a bare date "
+    until: Annotated[str | None, typer.Option(help="Events captured before this date/time; a bare date "
                                                       "includes that day.")] = None,
 ) -> None:
     """Summarise this device's stored results; with -o, export them (read-only: safe beside a running daemon)."""

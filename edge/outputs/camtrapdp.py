@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def datapackage(export: EventExport, deps: Sequence[Deployment]) -> dict[str, An
         "profile": PROFILE,
         "name": "wildedge-export",
         "id": str(uuid.uuid4()),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "title": f"Camera-trap detections exported by {export.source}",
         "contributors": [{"title": export.source, "role": "contributor"}],
         "project": {"title": f"wildedge devices {', '.join(d.device for d in deps)}",

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,7 +45,7 @@ FrameSize = tuple[int, int]
 
 def iso_z(when: datetime) -> str:
     """``2026-05-01T10:00:00Z``: whole seconds, UTC."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with_image(export: EventExport, fmt: str) -> list[Event]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 #: Box layout: x1, y1, x2, y2 as fractions (0..1) of the frame size.
 Box = tuple[float, float, float, float]
@@ -29,7 +29,7 @@ def whole_seconds(when: datetime) -> datetime:
     """An aware datetime floored to the second, in UTC (the wire's time precision)."""
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(f"a timezone-aware datetime is needed, got naive {when!r}")
-    return when.astimezone(timezone.utc).replace(microsecond=0)
+    return when.astimezone(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,5 +192,5 @@ def parse_when(text: str, *, option: str, end_of_day: bool = False) -> datetime:
     if len(text.strip()) == 10 and end_of_day:
         when += timedelta(days=1)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
