@@ -65,10 +65,10 @@ def golden_messages(device: str = "trap-01") -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture()
-def golden_db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'collector.db'}"
-    seed(url, golden_messages() + golden_messages("trap-02"))
-    return url
+def golden_db(collector_url: str) -> str:
+    """The golden messages of two devices in a collector database (SQLite, then PostgreSQL)."""
+    seed(collector_url, golden_messages() + golden_messages("trap-02"))
+    return collector_url
 
 
 def collect(*args: str) -> Any:
