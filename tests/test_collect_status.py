@@ -62,12 +62,12 @@ def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> byte
     return data.tobytes()
 
 
-def seed(path: Path, now: int) -> dict[str, list[str]]:
+def seed(url: str, now: int) -> dict[str, list[str]]:
     """A database of three devices: trap-01 well, trap-02 gone (Last Will, silent), trap-03 silent.
 
     Returns the event ids by kind (``crops``: the events that have a crop, newest first).
     """
-    engine = open_engine(f"sqlite:///{path}")
+    engine = open_engine(url)
     migrate(engine)
     model = encode_model(device="trap-01", detector=DET, classifier=CLS, at=now - 3 * DAY, clock_synced=True)
     batch = [_msg("trap-01", "model", model, now - 3 * DAY),
@@ -94,10 +94,10 @@ def seed(path: Path, now: int) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> tuple[str, int, dict[str, list[str]]]:
+def seeded(collector_url: str) -> tuple[str, int, dict[str, list[str]]]:
+    """(url, now, event ids) of a seeded database, once SQLite and once PostgreSQL."""
     now = int(time.time())
-    path = tmp_path / "collector.db"
-    return f"sqlite:///{path}", now, seed(path, now)
+    return collector_url, now, seed(collector_url, now)
 
 
 def _rows(url: str, now: int) -> dict[str, queries.DeviceRow]:
