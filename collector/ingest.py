@@ -5,8 +5,16 @@ its own savepoint, so that a row one dialect refuses becomes a reject instead of
 batch. The caller acknowledges the batch to the broker only after this returns (the commit is
 done): at-least-once on the wire, exactly once in the database, nothing acknowledged unstored.
 
-Device rows are updated once per batch, at the end and in device order: two collectors sharing a
-PostgreSQL database then lock them in the same order and cannot deadlock.
+Two collectors sharing a PostgreSQL database cannot deadlock: every transaction takes its locks in
+one global order. First the clock locks (below), sorted; then the messages' rows, stored sorted by
+kind and key (not in arrival order: two batches holding the same events in different orders would
+otherwise each wait for the other's uncommitted insert); then the device rows, once per batch and in
+device order; then the reject counters, in name order.
+
+On PostgreSQL a transaction-level advisory lock per (device, boot) closes a race between collectors:
+an unsynchronised event stored while another transaction stores its boot's first reference would be
+missed by both (neither sees the other's uncommitted row). Storing a reference takes the lock
+exclusively, reading one takes it shared.
 
 Clock handling (docs/wire-format.md): an event made while the device clock was not synchronised
 (``s`` 0) is moved to ``m + (t_ref - m_ref)`` as soon as a message from the same boot with a
@@ -16,14 +24,16 @@ synchronised clock gives the reference, whichever arrives first. A folder camera
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, update
+from sqlalchemy import Connection, case, literal_column, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from collector.db import insert
@@ -50,6 +60,10 @@ from collector.wire import Parsed, Rejected, parse
 logger = logging.getLogger(__name__)
 
 _MAX_T = 253402300799
+#: The order in which a batch's messages are stored (see the module docstring).
+_RANK = {"model": 0, "health": 1, "effort": 2, "event": 3, "crop": 4, "status": 5}
+#: Advisory lock keys: (namespace, key) pairs, apart from the migration lock's single 64-bit key.
+_CLOCK_LOCKS, _TRIM_LOCK = 0x77650001, (0x77650002, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,37 +106,50 @@ class BatchResult:
 
 
 def day_of(t: int) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
 def store_batch(conn: Connection, batch: Sequence[Incoming], *, prefix: str, max_payload: int,
                 allow: frozenset[str] | None = None) -> BatchResult:
     """Store ``batch`` inside the caller's transaction on ``conn`` (see the module docstring).
 
+    Returns:
+        One :class:`Outcome` per message, in the order of ``batch``.
+
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database failed as a whole (connection lost, disk
             full): the caller rolls back, acknowledges nothing and tries again later.
     """
-    result = BatchResult()
-    states: dict[str, _DeviceState] = {}
-    for msg in batch:
+    outcomes: list[Outcome] = [Outcome("?") for _ in batch]
+    rejected: Counter[str] = Counter()
+    valid: list[tuple[int, Parsed]] = []
+    for i, msg in enumerate(batch):
         try:
-            parsed = parse(msg.topic, msg.payload, prefix=prefix, max_payload=max_payload, allow=allow)
+            valid.append((i, parse(msg.topic, msg.payload, prefix=prefix, max_payload=max_payload, allow=allow)))
         except Rejected as err:
             _reject(conn, msg, err)
-            result.outcomes.append(Outcome("?", reject=err.reason))
-            continue
+            rejected[err.reason] += 1
+            outcomes[i].reject = err.reason
+    if conn.dialect.name == "postgresql":
+        _lock_clocks(conn, [p for _, p in valid])
+    for i, parsed in sorted(valid, key=lambda item: _order(item[1])):
+        msg = batch[i]
+        outcomes[i].kind = parsed.kind
         try:
             with conn.begin_nested():
-                stored = _STORE[parsed.kind](conn, parsed, msg.received)
+                outcomes[i].stored = _STORE[parsed.kind](conn, parsed, msg.received)
         except (DataError, IntegrityError) as err:
-            rejected = Rejected("db_refused", str(err.orig or err).splitlines()[0][:200], device=parsed.device)
-            _reject(conn, msg, rejected)
-            result.outcomes.append(Outcome(parsed.kind, reject="db_refused"))
+            rejected_ = Rejected("db_refused", str(err.orig or err).splitlines()[0][:200], device=parsed.device)
+            _reject(conn, msg, rejected_)
+            rejected["db_refused"] += 1
+            outcomes[i].reject = "db_refused"
+    states: dict[str, _DeviceState] = {}
+    for i, parsed in valid:  # in arrival order: the last status and model of a batch win
+        if outcomes[i].reject is not None:
             continue
-        result.outcomes.append(Outcome(parsed.kind, stored=stored))
-        state = states.setdefault(parsed.device, _DeviceState(msg.received, msg.received))
-        state.last = max(state.last, msg.received)
+        received = batch[i].received
+        state = states.setdefault(parsed.device, _DeviceState(received, received))
+        state.first, state.last = min(state.first, received), max(state.last, received)
         if parsed.kind == "status":
             state.statuses.append(parsed.data)
         elif parsed.kind == "health" and (state.health is None or parsed.raw["t"] >= state.health["t"]):
@@ -131,7 +158,54 @@ def store_batch(conn: Connection, batch: Sequence[Incoming], *, prefix: str, max
             state.model_id = parsed.data["model_id"]
     for device in sorted(states):
         _update_device(conn, device, states[device])
-    return result
+    if rejected:
+        _count_rejects(conn, rejected)
+    return BatchResult(outcomes)
+
+
+def _order(p: Parsed) -> tuple[int, tuple[Any, ...]]:
+    """Sort key of a message: its kind, then the key of the row it inserts."""
+    data, raw = p.data, p.raw
+    if p.kind == "model":
+        return 0, (p.device, data["model_id"])
+    if p.kind == "health":
+        return 1, (p.device, raw["b"], raw["m"])
+    if p.kind in ("effort", "event"):
+        return _RANK[p.kind], (data["id"],)
+    if p.kind == "crop":
+        return 4, (data["event_id"],)
+    return 5, ()
+
+
+def _lock_clocks(conn: Connection, parsed: list[Parsed]) -> None:
+    """PostgreSQL: take the (device, boot) clock locks this batch needs, exclusive to write a reference."""
+    wanted: dict[int, bool] = {}
+    for p in parsed:
+        raw = p.raw
+        if p.kind in ("health", "effort") and raw["s"] == 1:
+            exclusive = True
+        elif p.kind == "effort" or p.kind == "event" and raw["s"] == 0 and p.data["trigger"] != "file":
+            exclusive = False
+        else:
+            continue
+        key = _clock_key(p.device, raw["b"])
+        wanted[key] = wanted.get(key, False) or exclusive
+    for key in sorted(wanted):
+        function = "pg_advisory_xact_lock" if wanted[key] else "pg_advisory_xact_lock_shared"
+        conn.execute(text(f"SELECT {function}(:space, :key)"), {"space": _CLOCK_LOCKS, "key": key})
+
+
+def _clock_key(device: str, boot: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{device}/{boot}".encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def _inserted(conn: Connection, stmt: Any) -> bool:
+    """Whether ``stmt`` (an INSERT ... ON CONFLICT DO NOTHING) inserted its row.
+
+    RETURNING, not ``rowcount``: SQLAlchemy reads an INSERT's rowcount after closing the cursor, and
+    psycopg 3 then reports -1 (every message looked like a duplicate on PostgreSQL).
+    """
+    return conn.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
 # -- events and effort ---------------------------------------------------------------------------------
@@ -157,7 +231,7 @@ def _event(conn: Connection, p: Parsed, received: int) -> bool:
            "clock": clock, "boot": data["boot"], "monotonic": data["monotonic"], "trigger": data["trigger"],
            "image": data["image"], "model_id": data["model_id"], "vote_class": vote.get("class_id"),
            "votes": vote.get("votes"), "voters": vote.get("voters"), "received": received}
-    if conn.execute(insert(conn, events).values(row).on_conflict_do_nothing(index_elements=["id"])).rowcount != 1:
+    if not _inserted(conn, insert(conn, events).values(row).on_conflict_do_nothing(index_elements=["id"])):
         return False
     rows = [{"event_id": data["id"], "idx": i, "class_id": x[0], "score": x[1], "x1": x[2], "y1": x[3],
              "x2": x[4], "y2": x[5], "cls_class": x[6] if len(x) == 8 else None,
@@ -176,7 +250,7 @@ def _effort(conn: Connection, p: Parsed, received: int) -> bool:
     row = {"id": data["id"], "device": p.device, "t0": raw["t0"], "t1": raw["t1"],
            "start": max(0, end - (raw["t1"] - raw["t0"])), "end": end, "clock": clock, "boot": raw["b"],
            "monotonic": raw["m"], "received": received}
-    if conn.execute(insert(conn, effort).values(row).on_conflict_do_nothing(index_elements=["id"])).rowcount != 1:
+    if not _inserted(conn, insert(conn, effort).values(row).on_conflict_do_nothing(index_elements=["id"])):
         return False
     if data["counts"]:
         conn.execute(effort_counts.insert(), [{"effort_id": data["id"], "trigger": trigger, **counts}
@@ -188,9 +262,8 @@ def _effort(conn: Connection, p: Parsed, received: int) -> bool:
 
 def _reference(conn: Connection, device: str, boot: str, offset: int, received: int) -> None:
     """Record a boot's clock offset; the first time, correct what that boot sent unsynchronised."""
-    new = conn.execute(insert(conn, clock_refs).values(device=device, boot=boot, offset=offset, received=received)
-                       .on_conflict_do_nothing(index_elements=["device", "boot"])).rowcount == 1
-    if not new:
+    if not _inserted(conn, insert(conn, clock_refs).values(device=device, boot=boot, offset=offset, received=received)
+                     .on_conflict_do_nothing(index_elements=["device", "boot"])):
         return
     late = conn.execute(select(events.c.id, events.c.monotonic).where(
         events.c.device == device, events.c.boot == boot, events.c.clock == "unsynced")).all()
@@ -198,9 +271,11 @@ def _reference(conn: Connection, device: str, boot: str, offset: int, received: 
         if 0 <= monotonic + offset <= _MAX_T:
             conn.execute(update(events).where(events.c.id == event_id).values(
                 time=monotonic + offset, day=day_of(monotonic + offset), clock="corrected"))
-    conn.execute(update(effort).where(effort.c.device == device, effort.c.boot == boot, effort.c.clock == "unsynced")
-                 .values(end=effort.c.monotonic + offset, start=effort.c.monotonic + offset - (effort.c.t1 - effort.c.t0),
-                         clock="corrected"))
+    end = effort.c.monotonic + offset
+    conn.execute(update(effort).where(effort.c.device == device, effort.c.boot == boot, effort.c.clock == "unsynced",
+                                      end.between(0, _MAX_T))
+                 .values(end=end, start=case((end - (effort.c.t1 - effort.c.t0) < 0, 0),
+                                             else_=end - (effort.c.t1 - effort.c.t0)), clock="corrected"))
     if late:
         logger.info("%s: corrected the times of %d events from boot %s (clock offset %d s)",
                     device, len(late), boot, offset)
@@ -214,7 +289,7 @@ def _health(conn: Connection, p: Parsed, received: int) -> bool:
            "received": received, "disk_free_mib": raw.get("df"), "cpu_temp_dc": raw.get("tc"),
            "queue_depth": raw.get("q"), "data": json.dumps(p.data, default=str, sort_keys=True)}
     stmt = insert(conn, health).values(row).on_conflict_do_nothing(index_elements=["device", "boot", "monotonic"])
-    if conn.execute(stmt).rowcount != 1:
+    if not _inserted(conn, stmt):
         return False
     if raw["s"] == 1:
         _reference(conn, p.device, raw["b"], raw["t"] - raw["m"], received)
@@ -234,7 +309,7 @@ def _model(conn: Connection, p: Parsed, received: int) -> bool:
            "cls_name": cls.name if cls else None, "cls_sha256": cls.sha256 if cls else None,
            "cls_conf": _permille(cls.conf) if cls else None}
     stmt = insert(conn, models).values(row).on_conflict_do_nothing(index_elements=["device", "model_id"])
-    if conn.execute(stmt).rowcount != 1:
+    if not _inserted(conn, stmt):
         return False
     names = [{"device": p.device, "model_id": data["model_id"], "kind": kind, "class_id": i, "label": label}
              for kind, info in (("det", det), ("cls", cls)) if info is not None
@@ -246,8 +321,7 @@ def _model(conn: Connection, p: Parsed, received: int) -> bool:
 
 def _crop(conn: Connection, p: Parsed, received: int) -> bool:
     row = {"event_id": p.data["event_id"], "device": p.device, "received": received, "jpeg": p.data["jpeg"]}
-    return conn.execute(insert(conn, crops).values(row).on_conflict_do_nothing(
-        index_elements=["event_id"])).rowcount == 1
+    return _inserted(conn, insert(conn, crops).values(row).on_conflict_do_nothing(index_elements=["event_id"]))
 
 
 _STORE = {"event": _event, "effort": _effort, "health": _health, "status": _status, "model": _model,
@@ -290,9 +364,17 @@ def _reject(conn: Connection, msg: Incoming, err: Rejected) -> None:
     conn.execute(rejects.insert().values(received=msg.received, topic=msg.topic[:1024], device=err.device,
                                          reason=err.reason, detail=err.detail[:500], size=len(msg.payload),
                                          payload=msg.payload[:REJECT_PAYLOAD_BYTES]))
-    name = f"rejected.{err.reason}"
-    ins = insert(conn, counters).values(name=name, value=1)
-    conn.execute(ins.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1}))
-    newest = conn.execute(select(func.max(rejects.c.id))).scalar() or 0
-    if newest % 100 == 0:
-        conn.execute(rejects.delete().where(rejects.c.id <= newest - REJECTS_KEEP))
+
+
+def _count_rejects(conn: Connection, rejected: Counter[str]) -> None:
+    """Add to the ``rejected.<reason>`` counters (in name order), then keep the newest REJECTS_KEEP rejects."""
+    for reason in sorted(rejected):
+        ins = insert(conn, counters).values(name=f"rejected.{reason}", value=rejected[reason])
+        conn.execute(ins.on_conflict_do_update(index_elements=["name"],
+                                               set_={"value": counters.c.value + ins.excluded.value}))
+    if conn.dialect.name == "postgresql" and not conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:space, :key)"),
+            {"space": _TRIM_LOCK[0], "key": _TRIM_LOCK[1]}).scalar():
+        return  # another collector is trimming right now
+    oldest_kept = select(rejects.c.id).order_by(rejects.c.id.desc()).offset(REJECTS_KEEP - 1).limit(1)
+    conn.execute(rejects.delete().where(rejects.c.id < oldest_kept.scalar_subquery()))

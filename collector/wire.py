@@ -27,6 +27,8 @@ DECODERS = {"event": payload_decode.decode_event, "effort": payload_decode.decod
             "model": payload_decode.decode_model}
 #: Largest integer a column holds on both dialects (PostgreSQL INTEGER).
 INT_MAX = 2**31 - 1
+#: The range of a PostgreSQL BIGINT and of a SQLite INTEGER.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 _TOPIC_DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -124,14 +126,43 @@ def parse(topic: str, payload: bytes, *, prefix: str, max_payload: int,
 
 
 def _check_range(kind: str, raw: dict[str, Any], device: str) -> None:
-    """Values the schema allows but no database column holds (class ids beyond 2**31)."""
+    """Values the schema allows but a column cannot hold, or would hold differently on each dialect.
+
+    Anywhere in the message: integers beyond 64 bits (PostgreSQL refuses them, Python's sqlite3 raises
+    OverflowError, which would fail the whole batch), text with NUL (PostgreSQL refuses it) or lone
+    surrogates (neither driver can encode them). Class ids, counts and temperatures go into 32-bit columns.
+    """
+    stack: list[Any] = [raw]
+    while stack:  # iterative: a message may nest as deep as json.loads allows
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += value.keys()
+            stack += value.values()
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, int) and not isinstance(value, bool) and not BIGINT_MIN <= value <= BIGINT_MAX:
+            raise Rejected("invalid", f"{kind}: an integer is beyond 64 bits", device=device)
+        elif isinstance(value, str) and not _storable(value):
+            raise Rejected("invalid", f"{kind}: text with a NUL character or a lone surrogate", device=device)
     values: list[int] = []
     if kind == "event":
         for row in raw.get("x") or []:
             values += [row[0]] + ([row[6]] if len(row) == 8 else [])
         values += [v for pair in raw.get("n") or [] for v in pair] + list(raw.get("w") or [])
+    elif kind == "health" and raw.get("tc") is not None:
+        values.append(abs(raw["tc"]))
     if any(v > INT_MAX for v in values):
-        raise Rejected("invalid", f"{kind}: a class id or count is beyond {INT_MAX}", device=device)
+        raise Rejected("invalid", f"{kind}: a class id, count or temperature is beyond {INT_MAX}", device=device)
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _crop(device: str, ref: str, payload: bytes) -> Parsed:

@@ -137,8 +137,8 @@ class PostgresCluster:
         initdb = subprocess.run(
             [str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
              "--no-locale", "--no-sync", "--no-instructions"],
-            capture_output=True, env=self._env(), cwd=self.directory, timeout=120,
-            preexec_fn=_preexec(self._account, die_with_parent=True),  # noqa: PLW1509
+            capture_output=True, env=self._env(), cwd=self.directory, timeout=120, check=False,
+            preexec_fn=_preexec(self._account, die_with_parent=True),
         )
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed ({initdb.returncode}):\n{initdb.stderr.decode(errors='replace')}")
@@ -154,7 +154,7 @@ class PostgresCluster:
                 os.chown(self.log_file, self._account.pw_uid, self._account.pw_gid)
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._env(), cwd=self.directory,
-                preexec_fn=_preexec(self._account, die_with_parent=True),  # noqa: PLW1509
+                preexec_fn=_preexec(self._account, die_with_parent=True),  # noqa: PLW1509 (it only calls setuid and prctl)
             )
         self._wait_ready()
         return self
