@@ -139,8 +139,8 @@ def store_batch(conn: Connection, batch: Sequence[Incoming], *, prefix: str, max
             with conn.begin_nested():
                 outcomes[i].stored = _STORE[parsed.kind](conn, parsed, msg.received)
         except (DataError, IntegrityError) as err:
-            rejected_ = Rejected("db_refused", str(err.orig or err).splitlines()[0][:200], device=parsed.device)
-            _reject(conn, msg, rejected_)
+            refused = Rejected("db_refused", str(err.orig or err).splitlines()[0][:200], device=parsed.device)
+            _reject(conn, msg, refused)
             rejected["db_refused"] += 1
             outcomes[i].reject = "db_refused"
     states: dict[str, _DeviceState] = {}
@@ -166,15 +166,10 @@ def store_batch(conn: Connection, batch: Sequence[Incoming], *, prefix: str, max
 def _order(p: Parsed) -> tuple[int, tuple[Any, ...]]:
     """Sort key of a message: its kind, then the key of the row it inserts."""
     data, raw = p.data, p.raw
-    if p.kind == "model":
-        return 0, (p.device, data["model_id"])
-    if p.kind == "health":
-        return 1, (p.device, raw["b"], raw["m"])
-    if p.kind in ("effort", "event"):
-        return _RANK[p.kind], (data["id"],)
-    if p.kind == "crop":
-        return 4, (data["event_id"],)
-    return 5, ()
+    keys: dict[str, tuple[Any, ...]] = {
+        "model": (p.device, data.get("model_id")), "health": (p.device, raw.get("b"), raw.get("m")),
+        "effort": (data.get("id"),), "event": (data.get("id"),), "crop": (data.get("event_id"),)}
+    return _RANK[p.kind], keys.get(p.kind, ())
 
 
 def _lock_clocks(conn: Connection, parsed: list[Parsed]) -> None:
