@@ -162,6 +162,9 @@ class MqttConfig(Section):
     drain_timeout: Duration = Field(
         timedelta(seconds=60), description="--once and finished replays: wait this long for the outbox to empty")
     health: bool = Field(True, description="publish health snapshots on <prefix>/<device>/health")
+    require_subscriber: bool = Field(
+        False, description="keep an event or effort message queued while the broker says nobody subscribes to it "
+                           "(MQTT 5 reason 0x10), e.g. before the collector has (re)subscribed")
     crops: bool = Field(False, description="publish a small JPEG crop of each event's best detection")
     crop_max_bytes: ByteSize = Field(20_000, ge=1000, description="largest crop sent; smaller JPEG quality first")
     crop_min_interval: Duration = Field(timedelta(minutes=1), description="at most one crop per this time")

@@ -11,6 +11,10 @@ acks, commands), so nothing about the client is shared between threads. The rule
 * A PUBACK with a failure reason code (MQTT 5: an ACL that denies the topic answers 0x87 "Not
   authorized") keeps the row; it is retried after ``RETRY_REFUSED_S`` and counted in health.
   Under MQTT 3.1.1 a broker cannot say so: mosquitto acknowledges and drops the message.
+* With ``require_subscriber``, a PUBACK saying "No matching subscribers" (MQTT 5 reason 0x10: the
+  broker accepted the message and gave it to nobody) keeps the row too; it is retried after
+  ``RETRY_UNHEARD_S``. This is what keeps events while no collector is subscribed, e.g. right
+  after a mosquitto restart, which does not restore shared subscriptions of offline sessions.
 * Connection failures back off exponentially with jitter (1 s to 5 min); a refused CONNACK (bad
   password, not authorised) is logged once per outage and shown in health.
 * Status (``online`` on connect, ``offline`` as Last Will, ``stopped`` on a clean stop) and the
@@ -41,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 LOOP_S = 0.2  # network loop timeout: how often an idle publisher looks at the outbox
 RETRY_REFUSED_S = 60.0
+RETRY_UNHEARD_S = 5.0
+#: PUBACK reason "No matching subscribers" (MQTT 5, a success code: the broker kept nothing).
+NO_SUBSCRIBERS = 0x10
 LOOK_S = 5.0  # an idle publisher reads the outbox this often even without notify()
 #: Reason code values that mean "this broker does not speak MQTT 5" (CONNACK 0x84, or 3.1.1's 1).
 _UNSUPPORTED = {0x84, 1}
@@ -60,6 +67,7 @@ class DeliveryState:
     published: int = 0
     acked: int = 0
     refused: int = 0
+    unheard: int = 0  # acknowledged with "no matching subscribers" and kept (require_subscriber)
     commands: int = 0
     last_error: str | None = None
 
@@ -283,11 +291,22 @@ class Publisher:
             if self.state.last_error != message:
                 logger.warning("MQTT: %s; it stays queued and is retried in %.0f s", message, RETRY_REFUSED_S)
             self.state.last_error = message
-            if self._refused_seq is None or seq < self._refused_seq:
-                self._refused_seq = seq
-                self._retry_at = time.monotonic() + RETRY_REFUSED_S
+            self._keep(seq, RETRY_REFUSED_S)
+            return
+        if getattr(reason, "value", 0) == NO_SUBSCRIBERS and self.cfg.require_subscriber:
+            if not self.state.unheard:
+                logger.warning("MQTT: nobody subscribes to %s yet; messages stay queued and are retried every "
+                               "%.0f s", self.topics.event, RETRY_UNHEARD_S)
+            self.state.unheard += 1
+            self._keep(seq, RETRY_UNHEARD_S)
             return
         self._acks.append(seq)
+
+    def _keep(self, seq: int, delay: float) -> None:
+        """Leave ``seq`` queued: the drain goes back to it after ``delay`` seconds."""
+        if self._refused_seq is None or seq < self._refused_seq:
+            self._refused_seq = seq
+            self._retry_at = time.monotonic() + delay
 
     def _on_message(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         name = message.topic.rsplit("/", 1)[-1]
