@@ -28,6 +28,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[export,ultralytics,mlflow,collector,test]'
-# -- extra tools for the tests (the lead adds pip lines here) --------------------------------------------------
-# -- end of extra tools ---------------------------------------------------------------------------------------
+# The megadetector package checks our MegaDetector files with its own validator; its full dependency set
+# downloads at build time, so it comes without dependencies (what its validator imports is in the test extra).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'megadetector>=10'
 exec .venv/bin/python -m pytest "$@"

@@ -161,3 +161,34 @@ def test_unreachable_database_at_start_is_one_line(tmp_path):
     result = subprocess.run([*WILDEDGE, "collect", "run", "--broker", "http://x", "--db", f"sqlite:///{tmp_path}/c.db"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: --broker"), result.stderr
+
+
+def test_postgresql_lost_while_running_loses_nothing(broker, postgres, pg_url):
+    """The database refuses connections and drops the open ones mid-stream: the collector retries,
+    acknowledges nothing it could not store, and a collector started after it stores everything once."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(pg_url).database
+    events = make_events("trap-01", 30)
+    client = publisher(broker.host, broker.port)
+    try:
+        with running_collector(pg_url, broker.url, client_id="pg-collector") as collector:
+            publish_all(client, [(t, p) for t, p, _ in events[:10]])
+            wait_until(lambda: collector.stats.stored >= 10)
+            postgres.sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            postgres.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            publish_all(client, [(t, p) for t, p, _ in events[10:]])
+            wait_until(lambda: collector.stats.db_failures > 0, 30)
+            assert collector.stats.stored == 10
+        postgres.sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with running_collector(pg_url, broker.url, client_id="pg-collector") as collector:
+            wait_until(lambda: collector.stats.stored >= 20, 30)
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            stored = {r[0] for r in conn.execute(sqlalchemy.text("SELECT id FROM events"))}
+        engine.dispose()
+        assert stored == {uid for *_, uid in events}
+    finally:
+        client.loop_stop()
