@@ -19,11 +19,13 @@ from collector.db import migrate, open_engine
 
 @contextmanager
 def running_collector(url: str, broker_url: str, *, client_id: str = "collector-test",
-                      **options: object) -> Iterator[Collector]:
-    """A :class:`Collector` storing into ``url`` in a background thread, subscribed when yielded."""
+                      broker: dict | None = None, **options: object) -> Iterator[Collector]:
+    """A :class:`Collector` storing into ``url`` in a background thread, subscribed when yielded;
+    ``broker`` holds further :class:`BrokerOptions` (TLS files, credentials)."""
     engine = open_engine(url)
     migrate(engine)
-    collector = Collector(engine, broker=BrokerOptions(url=broker_url, client_id=client_id), **options)
+    collector = Collector(engine, broker=BrokerOptions(url=broker_url, client_id=client_id, **(broker or {})),
+                          **options)
     errors: list[BaseException] = []
 
     def target() -> None:

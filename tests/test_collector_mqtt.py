@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import paho.mqtt.client as paho
 import pytest
 from collector_helpers import (
     collector_process,
@@ -18,6 +20,10 @@ from collector_helpers import (
     wait_for_events,
 )
 from daemon_helpers import wait_until
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.consumer import BrokerOptions, Collector
+from collector.db import migrate, open_engine
 
 from edge.payload import encode_event, encode_model, encode_status
 from edge.store import DetectionRecord, EventRecord, FrameRecord, new_uid
@@ -192,3 +198,46 @@ def test_postgresql_lost_while_running_loses_nothing(broker, postgres, pg_url):
         assert stored == {uid for *_, uid in events}
     finally:
         client.loop_stop()
+
+
+def test_tls_with_a_client_certificate(broker_factory, tls_files, tmp_path):
+    broker = broker_factory(tls=tls_files, client_certs=True)
+    db = tmp_path / "c.db"
+    events = make_events("trap-01", 3)
+    options = {"ca_file": tls_files.ca, "cert_file": tls_files.client_cert, "key_file": tls_files.client_key}
+    with running_collector(f"sqlite:///{db}", broker.url, broker=options) as collector:
+        assert collector.broker.tls
+        device = paho.Client(CallbackAPIVersion.VERSION2, client_id="trap-01", protocol=paho.MQTTv5)
+        device.tls_set(ca_certs=str(tls_files.ca), certfile=str(tls_files.client_cert),
+                       keyfile=str(tls_files.client_key))
+        device.connect(broker.host, broker.port)
+        device.loop_start()
+        try:
+            publish_all(device, [(t, p) for t, p, _ in events])
+            wait_for_events(db, 3)
+        finally:
+            device.loop_stop()
+
+
+def test_a_wrong_password_is_logged_and_nothing_is_stored(broker_factory, tmp_path, caplog):
+    broker = broker_factory(passwords={"collector": "s3cret"})
+    wrong = tmp_path / "wrong"
+    wrong.write_text("guess\n")
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    collector = Collector(engine, broker=BrokerOptions(url=broker.url, client_id="c", username="collector",
+                                                       password_file=wrong))
+    thread = threading.Thread(target=collector.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "refused the connection" in caplog.text, 20)
+        assert not collector.subscribed.is_set()
+    finally:
+        collector.stop()
+        thread.join(20)
+        engine.dispose()
+    right = tmp_path / "right"
+    right.write_text("s3cret\n")
+    with running_collector(f"sqlite:///{tmp_path / 'c.db'}", broker.url, client_id="c",
+                           broker={"username": "collector", "password_file": right}):
+        pass  # subscribed: the right password from the file is accepted
