@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from collector.db.engine import describe
-from collector.ingest import Incoming, store_batch
+from collector.ingest import BatchResult, Incoming, Outcome, record_reject, store_batch
 from collector.wire import Rejected
 from edge.errors import CollectorError
 from edge.mqtt.connect import read_password
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 RETAINED_KINDS = ("status", "model")
 STREAM_KINDS = ("event", "effort", "health", "crop/+")
 RECEIVE_MAXIMUM = 1000
+_STOPPING, _BROKEN = object(), object()
 _MAX_PACKET = 268_435_455
 
 
@@ -274,52 +275,61 @@ class Collector:
         return batch
 
     def _store(self, batch: list[_Item]) -> None:
-        messages = [item.message for item in batch]
-        delay, down_since = 0.5, None
-        while True:
-            try:
-                with self.engine.begin() as conn:
-                    result = store_batch(conn, messages, prefix=self.prefix, max_payload=self.max_payload,
-                                         allow=self.allow)
-                break
-            except SQLAlchemyError as err:
-                self.stats.db_failures += 1
-                if down_since is None:
-                    down_since = time.monotonic()
-                    logger.error("database unavailable (%s); %d messages wait unacknowledged, retrying",
-                                 describe(err), len(batch))
-                if self._stop.wait(delay):
-                    return  # stopping: nothing of this batch is acknowledged, the broker resends it
-                delay = min(delay * 2, 30.0)
-            except Exception:
-                logger.exception("storing a batch of %d failed; storing its messages one by one", len(batch))
-                result = None
-                break
-        if down_since is not None:
-            logger.warning("database back after %.0f s", time.monotonic() - down_since)
-        if result is None:
+        result = self._commit([item.message for item in batch])
+        if result is _STOPPING:
+            return  # nothing of this batch is acknowledged: the broker resends it
+        if result is _BROKEN:
+            logger.error("storing a batch of %d failed; storing its messages one by one", len(batch))
             for item in batch:
-                self._store_alone(item)
+                if not self._store_alone(item):
+                    return
         else:
             for outcome in result.outcomes:
                 self._count(outcome.stored, outcome.reject)
         self.stats.batches += 1
         self._ack(batch)
 
-    def _store_alone(self, item: _Item) -> None:
-        """One message in its own transaction; a message that still breaks the code is kept as a reject."""
-        try:
-            with self.engine.begin() as conn:
-                outcome = store_batch(conn, [item.message], prefix=self.prefix, max_payload=self.max_payload,
-                                      allow=self.allow).outcomes[0]
-            self._count(outcome.stored, outcome.reject)
-        except Exception as err:
-            from collector.ingest import _reject
+    def _commit(self, messages: list[Incoming], *, reject: Rejected | None = None) -> BatchResult | object:
+        """Store ``messages`` (or keep them as ``reject``) in one transaction, retrying while the database
+        is away; :data:`_STOPPING` when asked to stop meanwhile, :data:`_BROKEN` when storing raised."""
+        delay, down_since = 0.5, None
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    if reject is not None:
+                        record_reject(conn, messages[0], reject)
+                        result = BatchResult([Outcome("?", reject=reject.reason)])
+                    else:
+                        result = store_batch(conn, messages, prefix=self.prefix, max_payload=self.max_payload,
+                                             allow=self.allow)
+                break
+            except SQLAlchemyError as err:
+                self.stats.db_failures += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                    logger.error("database unavailable (%s); %d messages wait unacknowledged, retrying",
+                                 describe(err), len(messages))
+                if self._stop.wait(delay):
+                    return _STOPPING
+                delay = min(delay * 2, 30.0)
+            except Exception:  # a bug must not stall the stream: the caller finds the message
+                logger.exception("storing %d messages raised", len(messages))
+                return _BROKEN
+        if down_since is not None:
+            logger.warning("database back after %.0f s", time.monotonic() - down_since)
+        return result
 
-            logger.exception("message on %s could not be stored", item.message.topic[:200])
-            with self.engine.begin() as conn:
-                _reject(conn, item.message, Rejected("internal", f"{type(err).__name__}: {err}"[:300]))
-            self._count(False, "internal")
+    def _store_alone(self, item: _Item) -> bool:
+        """One message in its own transaction; one that still breaks the code is kept as an ``internal``
+        reject. False when stopping."""
+        result = self._commit([item.message])
+        if result is _BROKEN:
+            result = self._commit([item.message], reject=Rejected("internal", "storing it raised; see the log"))
+        if result is _STOPPING or result is _BROKEN:
+            return False
+        outcome = result.outcomes[0]
+        self._count(outcome.stored, outcome.reject)
+        return True
 
     def _count(self, stored: bool, reject: str | None) -> None:
         if reject is not None:

@@ -354,6 +354,12 @@ def _update_device(conn: Connection, device: str, s: _DeviceState) -> None:
                                                         received=s.last))
 
 
+def record_reject(conn: Connection, msg: Incoming, err: Rejected) -> None:
+    """Keep one refused message and count it (for a caller that refuses a message on its own)."""
+    _reject(conn, msg, err)
+    _count_rejects(conn, Counter({err.reason: 1}))
+
+
 def _reject(conn: Connection, msg: Incoming, err: Rejected) -> None:
     logger.warning("rejected a message on %s: %s: %s", msg.topic[:200], err.reason, err.detail)
     conn.execute(rejects.insert().values(received=msg.received, topic=msg.topic[:1024], device=err.device,

@@ -241,3 +241,30 @@ def test_a_wrong_password_is_logged_and_nothing_is_stored(broker_factory, tmp_pa
     with running_collector(f"sqlite:///{tmp_path / 'c.db'}", broker.url, client_id="c",
                            broker={"username": "collector", "password_file": right}):
         pass  # subscribed: the right password from the file is accepted
+
+
+def test_a_message_that_breaks_the_code_is_kept_and_the_stream_goes_on(broker, tmp_path, monkeypatch):
+    from collector import ingest
+
+    real = ingest._STORE["event"]
+
+    def buggy(conn, parsed, received):
+        if parsed.data["id"] == poison:
+            raise RuntimeError("a bug")
+        return real(conn, parsed, received)
+
+    events = make_events("trap-01", 6)
+    poison = events[2][2]
+    monkeypatch.setitem(ingest._STORE, "event", buggy)
+    db = tmp_path / "c.db"
+    client = publisher(broker.host, broker.port)
+    try:
+        with running_collector(f"sqlite:///{db}", broker.url) as collector:
+            publish_all(client, [(t, p) for t, p, _ in events])
+            wait_until(lambda: collector.stats.stored + collector.stats.rejected >= 6)
+            assert collector.stats.by_reason == {"internal": 1}
+    finally:
+        client.loop_stop()
+    assert sorted(event_ids(db)) == sorted(uid for *_, uid in events if uid != poison)
+    assert rows(db, "SELECT reason, device FROM rejects") == [("internal", None)]
+    assert rows(db, "SELECT value FROM counters WHERE name = 'rejected.internal'") == [(1,)]
