@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from collector.common import DbOption, fail, open_db, require_extra
+from collector.common import DbOption, fail, open_db, require_extra, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,15 @@ def export(
         fail(str(err))
     if lo is not None and hi is not None and hi <= lo:
         fail("--until must be after --since")
+    if fmt == "coco" and size is None:  # the writer says so too, but only after reading every event
+        fail("coco needs pixel sizes and the collector does not receive them: pass --frame-size WIDTHxHEIGHT, "
+             "or use megadetector, csv or camtrapdp")
+    from edge.cli.results_cmd import output_problem
+
+    database = sqlite_file(db)
+    problem = output_problem(fmt, output, keep=[database] if database is not None else [])
+    if problem:
+        fail(problem)
     require_extra("db")
     from collector.export import export_to, load_locations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from typing import Annotated
 
 import typer
@@ -25,17 +26,44 @@ def serve(db: DbOption = None,
     from collector.web.app import create_app
 
     engine = open_db(db, read_only=True)
+    try:
+        # Bound here, not by uvicorn: it logs a bind failure over several lines and exits 3.
+        sock = listen(host, port)
+    except OSError as err:
+        engine.dispose()
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port or --host")
     if not _loopback(host):
         logger.warning("serving on %s: anyone who can reach this address can read the page (there is no login)",
                        host)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="info", server_header=False,
+                            proxy_headers=False)
+    shown = f"[{host}]" if ":" in host else host
+    # uvicorn does not announce a socket it was handed; the user needs the address to open.
+    typer.echo(f"serving on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
     try:
-        uvicorn.run(create_app(engine), host=host, port=port, log_level="info", server_header=False,
-                    proxy_headers=False)
-    except OSError as err:
-        fail(f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port or --host")
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         engine.dispose()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (the first address ``host`` resolves to).
+
+    Raises:
+        OSError: the name does not resolve, or the address is in use or not this machine's.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart while old connections linger
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _loopback(host: str) -> bool:

@@ -7,6 +7,8 @@ The store is read, never written: a daemon may be running. Failures end with one
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +21,39 @@ logger = logging.getLogger(__name__)
 
 FormatOption = Annotated[str, typer.Option(
     "--format", "-f", help="megadetector (1.6 JSON) | camtrapdp (directory) | coco (JSON) | csv.")]
+
+#: What a Camtrap DP export writes into its folder; anything else there is the user's, never replaced.
+PACKAGE_FILES = frozenset({"datapackage.json", "deployments.csv", "media.csv", "observations.csv"})
+_SUFFIX = {"megadetector": ".json", "coco": ".json", "csv": ".csv"}
+
+
+def output_problem(fmt: str, output: Path, keep: Sequence[Path] = ()) -> str | None:
+    """Why ``output`` cannot take an export in ``fmt`` (None if it can), checked before any work.
+
+    A camtrapdp export replaces its whole folder, so a folder holding anything but a previous
+    package is refused; ``keep`` (the database being read) is never overwritten.
+    """
+    parent = output.parent
+    if parent.exists() and not parent.is_dir():
+        return f"-o {output}: {parent} is a file, not a folder; choose another path"
+    if not parent.is_dir():
+        return f"-o {output}: the folder {parent} does not exist; create it first or choose another path"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"-o {output}: the folder {parent} is not writable; choose another path"
+    for path in keep:
+        if output.exists() and path.exists() and os.path.samefile(output, path):
+            return f"-o {output} is the database being exported; choose another file name"
+    if fmt == "camtrapdp":
+        if output.exists() and not output.is_dir():
+            return f"-o {output} is a file; a Camtrap DP package is a folder: give a new folder name"
+        others = sorted(p.name for p in output.iterdir() if p.name not in PACKAGE_FILES) if output.is_dir() else []
+        if others:
+            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            return (f"-o {output}: the folder holds files that are not part of a Camtrap DP package ({listed}), "
+                    "and an export replaces the whole folder; give a new or empty folder")
+    elif output.is_dir():
+        return f"-o {output} is a folder; give a file name, e.g. {output / ('export' + _SUFFIX.get(fmt, ''))}"
+    return None
 
 
 def device_models(cfg: Any, conn: Any) -> Any:
@@ -84,8 +119,19 @@ def results(
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    if lo is not None and hi is not None and hi <= lo:
+        typer.echo("error: --until must be after --since", err=True)
+        raise typer.Exit(2)
     cfg = _load(config, None)
     db_path = state_paths(Path(cfg.device.state_dir))[0]
+    if db_path.exists() and not db_path.is_file():
+        typer.echo(f"error: the store {db_path} is not a file (check device.state_dir in {config})", err=True)
+        raise typer.Exit(1)
+    problem = None if output is None else output_problem(
+        fmt, output, keep=[db_path])
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     try:
         with open_readonly(db_path) as conn:
             _print_summary(summarise(conn), db_path)
@@ -99,7 +145,7 @@ def results(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     except ValueError as err:
-        typer.echo(f"error: {output}: {err}", err=True)
+        typer.echo(f"error: {err}" if str(output) in str(err) else f"error: -o {output}: {err}", err=True)
         raise typer.Exit(2) from None
     except OSError as err:
         typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
