@@ -239,3 +239,22 @@ def test_results_a_folder_where_the_store_should_be(tmp_path: Path) -> None:
     (tmp_path / "state" / "wildedge.db").mkdir(parents=True)
     line = one_error(results(config), code=1)
     assert "is not a file" in line and "state_dir" in line
+
+
+# -- the web page ---------------------------------------------------------------------------------
+
+def test_page_with_a_from_date_after_every_event_is_a_page_not_a_500(collector_db: Path) -> None:
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from collector.common import open_db
+    from collector.web.app import create_app
+
+    engine = open_db(f"sqlite:///{collector_db}", read_only=True)
+    try:
+        with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+            response = client.get("/", params={"from": "9999-12-31"})
+    finally:
+        engine.dispose()
+    assert response.status_code == 200
+    assert "no events on or after 9999-12-31" in response.text
