@@ -28,7 +28,7 @@ def run(
     allow_device: Annotated[list[str] | None, typer.Option(
         "--allow-device", help="accept only these device ids (repeat the option); default: every device")] = None,
     max_payload: Annotated[int, typer.Option(
-        "--max-payload", min=1024, help="largest message accepted, in bytes")] = 1 << 20,
+        "--max-payload", min=1024, metavar="BYTES", help="largest message accepted, in bytes")] = 1 << 20,
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA certificate (PEM) for mqtts://")] = None,
     cert_file: Annotated[Path | None, typer.Option("--cert-file", help="client certificate (PEM)")] = None,
     key_file: Annotated[Path | None, typer.Option("--key-file", help="client key (PEM)")] = None,
@@ -36,7 +36,7 @@ def run(
     password_file: Annotated[Path | None, typer.Option(
         "--password-file", help="file holding the broker password; default $CREDENTIALS_DIRECTORY/mqtt-password")] = None,
     session_expiry: Annotated[int, typer.Option(
-        "--session-expiry", min=60, help="seconds the broker keeps the collector's session (and queues "
+        "--session-expiry", min=60, metavar="SECONDS", help="seconds the broker keeps the collector's session (and queues "
                                          "messages for it) while it is away")] = 7 * 86400,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: debug detail.")] = 0,
 ) -> None:

@@ -158,6 +158,7 @@ class Collector:
         self._stop = threading.Event()
         self._generation = 0
         self._subscribed = threading.Event()
+        self._unreachable = False
         self._client = self._make_client()
 
     # -- MQTT ----------------------------------------------------------------------------------------
@@ -177,6 +178,7 @@ class Collector:
             except (ssl.SSLError, OSError) as err:
                 raise CollectorError(f"TLS files cannot be loaded: {err}") from None
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -197,10 +199,16 @@ class Collector:
             logger.error("broker %s refused the connection: %s", self.broker.url, reason)
             return
         self._generation += 1
+        self._unreachable = False
         self.stats.connects += 1
         logger.info("connected to %s as %s", self.broker.url, self.broker.client_id)
         filters = subscriptions(self.prefix, self.share)
         client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+
+    def _on_connect_fail(self, _client: paho.Client, _userdata: object) -> None:
+        if not self._unreachable:
+            logger.warning("cannot reach the broker %s; retrying (up to every 60 s)", self.broker.url)
+        self._unreachable = True
 
     def _on_subscribe(self, _client: paho.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
         refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]

@@ -239,3 +239,21 @@ def test_html_in_labels_survives_as_data(both_sides: tuple[Path, str], tmp_path:
     with open(out, encoding="utf-8", newline="") as stream:
         labels = {r["label"] for r in csv.DictReader(stream)}
     assert "<b>fox</b>" in labels
+
+
+def test_the_camtrapdp_writer_never_replaces_a_folder_that_is_not_a_package(golden_db: str, tmp_path: Path) -> None:
+    """Whoever calls it (a command, the web page): a folder with other files in it is refused, untouched."""
+    engine = open_engine(golden_db)
+    locations = {"trap-01": (46.5, 8.25), "trap-02": (46.6, 8.3)}
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.txt").write_text("years of work")
+    with pytest.raises(ValueError, match="holds other files"):
+        export_to(engine, "camtrapdp", out, locations=locations)
+    assert [p.name for p in out.iterdir()] == ["chapter1.txt"]
+    package = tmp_path / "pkg"
+    export_to(engine, "camtrapdp", package, locations=locations)
+    export_to(engine, "camtrapdp", package, locations=locations)  # an earlier package is replaced
+    assert sorted(p.name for p in package.iterdir()) == ["datapackage.json", "deployments.csv", "media.csv",
+                                                          "observations.csv"]
+    engine.dispose()

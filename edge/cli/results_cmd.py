@@ -16,6 +16,7 @@ import typer
 
 from edge.cli.run_cmd import ConfigOption, _load
 from edge.errors import ModelError, StoreError
+from edge.outputs.camtrapdp import PACKAGE_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,6 @@ FormatOption = Annotated[str, typer.Option(
     "--format", "-f", help="megadetector (1.6 JSON) | camtrapdp (directory) | coco (JSON) | csv.")]
 
 #: What a Camtrap DP export writes into its folder; anything else there is the user's, never replaced.
-PACKAGE_FILES = frozenset({"datapackage.json", "deployments.csv", "media.csv", "observations.csv"})
 _SUFFIX = {"megadetector": ".json", "coco": ".json", "csv": ".csv"}
 
 

@@ -206,10 +206,23 @@ def write_camtrapdp(export: EventExport, target: Path) -> Path:
     return target
 
 
+#: What a package directory holds; anything else in the target means it is not ours to replace.
+PACKAGE_FILES = frozenset({"datapackage.json", "deployments.csv", "media.csv", "observations.csv"})
+
+
 def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing ``target`` is moved aside first, then removed."""
+    """Rename ``tmp`` to ``target``; an existing package at ``target`` is moved aside first, then removed.
+
+    Raises:
+        ValueError: ``target`` is a file, or a directory holding anything but an earlier package.
+    """
     if target.exists() and not target.is_dir():
         raise ValueError(f"{target} exists and is not a directory; a Camtrap DP package is a directory")
+    if target.is_dir():
+        others = sorted(p.name for p in target.iterdir() if p.name not in PACKAGE_FILES)
+        if others:
+            raise ValueError(f"{target} holds other files ({', '.join(others[:3])}); give an empty or new "
+                             "folder for the Camtrap DP package")
     old = None
     if target.exists():
         # A directory cannot be renamed over a non-empty one: move the old aside, then swap.
