@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import queue
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -37,8 +36,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from collector.db.engine import describe
 from collector.ingest import BatchResult, Incoming, Outcome, record_reject, store_batch
 from collector.wire import Rejected
-from edge.errors import CollectorError
-from edge.mqtt.connect import read_password
+from edge.config.models import broker_address
+from edge.errors import CollectorError, ConfigError
+from edge.mqtt.connect import secure
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,15 @@ class BrokerOptions:
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return broker_address(self.url)[0]
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return broker_address(self.url)[1]
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if self.tls else 1883)
+        return broker_address(self.url)[2]
 
     def check(self) -> None:
         """Raises CollectorError (one line) for a URL or file that cannot work."""
@@ -167,16 +166,10 @@ class Collector:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=paho.MQTTv5,
                              manual_ack=True)
         client.reconnect_delay_set(1, 60)
-        if b.username is not None:
-            client.username_pw_set(b.username, read_password(b.password_file))
-        if b.tls:
-            try:
-                client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
-                               certfile=str(b.cert_file) if b.cert_file else None,
-                               keyfile=str(b.key_file) if b.key_file else None,
-                               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (ssl.SSLError, OSError) as err:
-                raise CollectorError(f"TLS files cannot be loaded: {err}") from None
+        try:
+            secure(client, b, where="broker")
+        except ConfigError as err:
+            raise CollectorError(str(err)) from None
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -228,18 +228,28 @@ class MqttConfig(Section):
     @property
     def tls(self) -> bool:
         """Whether the connection uses TLS (``mqtts://``)."""
-        return urlsplit(self.url).scheme == "mqtts"
+        return broker_address(self.url)[0]
 
     @property
     def host(self) -> str:
         """The broker's host name or address."""
-        return urlsplit(self.url).hostname or ""
+        return broker_address(self.url)[1]
 
     @property
     def port(self) -> int:
         """The broker's port: the URL's, else 1883 (mqtt) or 8883 (mqtts)."""
-        parts = urlsplit(self.url)
-        return parts.port or _DEFAULT_PORTS[parts.scheme]
+        return broker_address(self.url)[2]
+
+
+def broker_address(url: str) -> tuple[bool, str, int]:
+    """``(tls, host, port)`` of an ``mqtt://`` or ``mqtts://`` URL (default ports 1883 and 8883).
+
+    Raises:
+        ValueError: the port is not a number.
+    """
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    return tls, parts.hostname or "", parts.port or _DEFAULT_PORTS["mqtts" if tls else "mqtt"]
 
 
 class Config(Section):

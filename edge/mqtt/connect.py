@@ -87,21 +87,33 @@ def make_client(cfg: Any, *, device: str, protocol: str, will_topic: str, will_p
     # The outbox is the queue: the drain never hands paho more than max_inflight messages at a time.
     client.max_queued_messages_set(0)
     client.will_set(will_topic, will_payload, qos=1, retain=True)
+    secure(client, cfg)
+    return client
+
+
+def secure(client: paho.Client, cfg: Any, *, where: str = "mqtt") -> None:
+    """Credentials and TLS on an unconnected client, from ``cfg``: anything with ``username``,
+    ``password_file``, ``tls``, ``ca_file``, ``cert_file`` and ``key_file`` (``[mqtt]``, the collector's
+    broker options). Certificates are always verified.
+
+    Raises:
+        ConfigError: a TLS file or the password file cannot be read (named under ``where``).
+    """
     if cfg.username is not None:
         client.username_pw_set(cfg.username, read_password(cfg.password_file))
-    if cfg.tls:
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(cfg, key)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"mqtt.{key}: no such file: {path}")
-        try:
-            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (ssl.SSLError, OSError) as err:
-            raise ConfigError(f"mqtt TLS files cannot be loaded: {err}") from None
-    return client
+    if not cfg.tls:
+        return
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{where}.{key}: no such file: {path}")
+    try:
+        client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                       keyfile=str(cfg.key_file) if cfg.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError(f"{where} TLS files cannot be loaded: {err}") from None
 
 
 def connect(client: paho.Client, cfg: Any, *, protocol: str, session: bool = True) -> None:
