@@ -36,7 +36,8 @@ def export(
     until: Annotated[str | None, typer.Option(help="Events before this date/time; a bare date includes that day.")]
     = None,
     locations: Annotated[Path | None, typer.Option(
-        "--locations", help="CSV of device,latitude,longitude (required by camtrapdp).")] = None,
+        "--locations", help="CSV of device,latitude,longitude for camtrapdp; default: where each device "
+                            "reported it stands ([mqtt] send_location).")] = None,
     frame_size: Annotated[str | None, typer.Option(
         "--frame-size", help="WIDTHxHEIGHT of the devices' frames: coco needs pixels, and the wire does not "
                              "carry frame sizes.")] = None,

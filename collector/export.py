@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from collector.db.schema import detections, effort, effort_counts, event_counts, events, labels, models
+from collector.db.schema import devices as devices_table
 from edge.outputs.event_writers import FrameSize, write_events
 from edge.outputs.events import (
     Classification,
@@ -141,7 +142,8 @@ def read_events(conn: Connection, *, devices: Sequence[str] = (), since: datetim
 def read_deployments(conn: Connection, *, devices: Sequence[str], since: datetime | None = None,
                      until: datetime | None = None, locations: dict[str, Location] | None = None
                      ) -> dict[str, Deployment]:
-    """Per device: the effort periods overlapping ``[since, until)``, summed per trigger, and its location."""
+    """Per device: the effort periods overlapping ``[since, until)``, summed per trigger, and its location
+    (from ``locations``, else as the device reported it in its status, ``[mqtt] send_location``)."""
     where: list[Any] = [effort.c.device.in_(list(devices))]
     if since is not None:
         where.append(effort.c.end > _secs(since))
@@ -158,9 +160,13 @@ def read_deployments(conn: Connection, *, devices: Sequence[str], since: datetim
             per = totals[row.device].setdefault(row.trigger, {"frames": 0, "empty": 0, "events": 0, "failed": 0})
             for key in per:
                 per[key] += getattr(row, key)
+    reported = {r.device: (r.latitude_e6 / 1_000_000, r.longitude_e6 / 1_000_000) for r in conn.execute(
+        select(devices_table.c.device, devices_table.c.latitude_e6, devices_table.c.longitude_e6).where(
+            devices_table.c.latitude_e6.is_not(None)))}
     out = {}
     for device in devices:
-        lat, lon = (locations or {}).get(device, (None, None))
+        # A locations file wins over what a device reported (a GPS-less trap configured with a rough guess).
+        lat, lon = (locations or {}).get(device) or reported.get(device, (None, None))
         start, end = spans.get(device, (None, None))
         out[device] = Deployment(device, None if start is None else _utc(start), None if end is None else _utc(end),
                                  lat, lon, totals[device])

@@ -352,6 +352,10 @@ def _update_device(conn: Connection, device: str, s: _DeviceState) -> None:
         if changed:
             conn.execute(status_history.insert().values(device=device, state=st["state"], t=t, clock_synced=synced,
                                                         received=s.last))
+        if st["location"] is not None:  # kept when a later status (a Last Will) comes without it
+            lat, lon = (round(v * 1_000_000) for v in st["location"])
+            conn.execute(update(devices).where(devices.c.device == device).values(latitude_e6=lat,
+                                                                                 longitude_e6=lon))
 
 
 def record_reject(conn: Connection, msg: Incoming, err: Rejected) -> None:

@@ -384,8 +384,10 @@ class Daemon(Upkeep):
             self.ha_tally = ha.DetectionTally()
             self.ha_topic = ha.ha_state_topic(cfg.mqtt.prefix, cfg.device.id)
             retained.append((self.ha_topic, self.ha_tally.state(now=self.clock.now())))
+        location = (cfg.device.latitude, cfg.device.longitude) if cfg.mqtt.send_location else None
         self.publisher = stack.enter_context(Publisher(cfg.mqtt, device=cfg.device.id, store=self.store,
-                                                       on_command=self._remote, model=model, retained=retained))
+                                                       on_command=self._remote, model=model, retained=retained,
+                                                       location=location))
         self._effort()
 
     def _pipeline(self, stack: ExitStack) -> FramePipeline:

@@ -320,8 +320,12 @@ def encode_effort(*, device: str, uid: str, start: datetime, end: datetime, cloc
 
 
 def encode_status(*, device: str, state: str, at: datetime | float | None = None,
-                  clock_synced: bool | None = None) -> bytes:
-    """The retained status message; the Last Will (``offline``) is made without ``at``."""
+                  clock_synced: bool | None = None, location: tuple[float, float] | None = None) -> bytes:
+    """The retained status message; the Last Will (``offline``) is made without ``at``.
+
+    ``location`` (latitude, longitude in decimal degrees) is sent as ``la``/``lo`` in micro-degrees,
+    only when the device is told to (``[mqtt] send_location``): a trap's position can be sensitive.
+    """
     if state not in STATES:
         raise _bad(f"status must be one of {', '.join(STATES)}", state)
     out = _head(device)
@@ -332,7 +336,22 @@ def encode_status(*, device: str, state: str, at: datetime | float | None = None
         if at is None or not isinstance(clock_synced, bool):
             raise _bad("clock_synced must be a bool and comes with a time", clock_synced)
         out["s"] = int(clock_synced)
+    if location is not None:
+        out["la"], out["lo"] = _microdegrees(location)
     return dumps(out)
+
+
+def _microdegrees(location: Any) -> tuple[int, int]:
+    """(latitude, longitude) in decimal degrees as integer micro-degrees (about 0.1 m), rounded half up."""
+    if isinstance(location, (str, bytes)) or not isinstance(location, Sequence) or len(location) != 2:
+        raise _bad("location must be (latitude, longitude)", location)
+    out = []
+    for value, what, limit in ((location[0], "latitude", 90), (location[1], "longitude", 180)):
+        degrees = _number(value, what)
+        if not -limit <= degrees <= limit:
+            raise _bad(f"{what} must be within -{limit}..{limit}", value)
+        out.append(math.floor(degrees * 1_000_000 + 0.5))
+    return out[0], out[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,13 +138,18 @@ def decode_effort(data: bytes | str) -> dict[str, Any]:
 
 
 def decode_status(data: bytes | str) -> dict[str, Any]:
-    """A status message: device, state, time and clock_synced (None in the Last Will)."""
+    """A status message: device, state, time and clock_synced (None in the Last Will), location or None."""
     msg = _load(data)
     state, synced = _get(msg, "st", str), _get(msg, "s", int, hi=1, required=False)
     if state not in STATES:
         raise _bad("bad status", state)
+    lat, lon = _get(msg, "la", int, required=False, lo=-90_000_000, hi=90_000_000), \
+        _get(msg, "lo", int, required=False, lo=-180_000_000, hi=180_000_000)
+    if (lat is None) != (lon is None):
+        raise ValueError("'la' and 'lo' come together")
     return {"device": msg["d"], "state": state, "time": _time(msg, required=False),
-            "clock_synced": None if synced is None else synced == 1}
+            "clock_synced": None if synced is None else synced == 1,
+            "location": None if lat is None else (lat / 1_000_000, lon / 1_000_000)}
 
 
 def decode_health(data: bytes | str) -> dict[str, Any]:

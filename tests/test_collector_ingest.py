@@ -172,7 +172,8 @@ def test_each_message_twice_in_one_batch_and_across_batches_is_stored_once(engin
     batch = golden()
     first = store(engine, batch + batch)
     once = table_counts(engine)
-    assert first.count("duplicate") >= len(batch) - 2  # statuses are applied, not duplicates
+    statuses = sum(i.topic.endswith("/status") for i in batch)
+    assert first.count("duplicate") >= len(batch) - statuses  # statuses are applied, not duplicates
     again = store(engine, list(reversed(batch)))
     assert table_counts(engine) == once
     assert again.count("rejected") == 0
@@ -553,3 +554,41 @@ def test_an_unreachable_postgresql_fails_fast_with_one_line(tmp_path: Path) -> N
     message = str(err.value)
     assert "\n" not in message and "cannot open the collector database" in message
     assert "secret" not in message and str(tmp_path) in message
+
+
+# -- device locations (schema 2) -----------------------------------------------------------------------
+
+def test_a_reported_location_is_kept_and_used_by_the_camtrapdp_export(engine: Engine, tmp_path: Path) -> None:
+    """Status ``la``/``lo`` land on the device row; a later Last Will without them keeps them; the Camtrap DP
+    export then needs no locations file, and a file still wins."""
+    from collector.export import export_to
+
+    located = status_msg() | {"la": 46_500_000, "lo": 8_250_000}
+    store(engine, [incoming("status", located), incoming("event", event()),
+                   incoming("effort", effort_msg(t0=1_780_280_000, t1=1_780_283_600, s=1, b=BOOT_A, m=100))])
+    store(engine, [incoming("status", status_msg(st="offline", t=None))])
+    assert rows(engine, select(devices.c.state, devices.c.latitude_e6, devices.c.longitude_e6)) == [
+        ("offline", 46_500_000, 8_250_000)]
+    package = export_to(engine, "camtrapdp", tmp_path / "pkg")
+    deployment = (package / "deployments.csv").read_text().splitlines()[1].split(",")
+    assert deployment[0] == "trap-01" and "46.5" in deployment and "8.25" in deployment
+    again = export_to(engine, "camtrapdp", tmp_path / "pkg2", locations={"trap-01": (47.0, 9.0)})
+    assert "47.0" in (again / "deployments.csv").read_text()
+
+
+def test_migration_2_adds_the_location_columns_to_a_version_1_database(collector_url: str) -> None:
+    """A database made by schema 1 (no location columns) gains them; its rows are kept."""
+    eng = open_engine(collector_url)
+    try:
+        migrate(eng)
+        store(eng, [incoming("status", status_msg())])
+        with eng.begin() as conn:  # back to what schema 1 made
+            for column in ("latitude_e6", "longitude_e6"):
+                conn.execute(text(f"ALTER TABLE devices DROP COLUMN {column}"))
+            conn.execute(update(schema_version).values(version=1))
+        assert migrate(eng) == 1
+        assert rows(eng, select(schema_version.c.version)) == [(VERSION,)]
+        store(eng, [incoming("status", status_msg() | {"la": -1, "lo": 2})])
+        assert rows(eng, select(devices.c.state, devices.c.latitude_e6, devices.c.longitude_e6)) == [("online", -1, 2)]
+    finally:
+        eng.dispose()

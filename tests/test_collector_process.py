@@ -28,12 +28,19 @@ from edge.store import Store
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
 
-def _device(tmp_path: Path, name: str, *, model: Path, photos: Path, url: str) -> tuple[Path, Path]:
-    """A daemon config for device ``name`` in its own folder; (config, store database)."""
+def _device(tmp_path: Path, name: str, *, model: Path, photos: Path, url: str,
+            location: tuple[float, float] | None = None) -> tuple[Path, Path]:
+    """A daemon config for device ``name`` in its own folder (sending ``location`` when given);
+    (config, store database)."""
     folder = tmp_path / name
     folder.mkdir()
-    cfg = daemon_config(folder, model=model, photos=photos, url=url, mqtt_extra='effort_interval = "5s"\nrequire_subscriber = true')
-    cfg.write_text(cfg.read_text().replace('id = "trap-01"', f'id = "{name}"'))
+    mqtt = 'effort_interval = "5s"\nrequire_subscriber = true\n'
+    device = f'id = "{name}"'
+    if location is not None:
+        mqtt += "send_location = true\n"
+        device += f"\nlatitude = {location[0]}\nlongitude = {location[1]}"
+    cfg = daemon_config(folder, model=model, photos=photos, url=url, mqtt_extra=mqtt)
+    cfg.write_text(cfg.read_text().replace('id = "trap-01"', device))
     return cfg, state_paths(folder / "state")[0]
 
 
@@ -77,7 +84,8 @@ def test_every_event_stored_exactly_once_through_kills_and_restarts(backend, req
     photos_a, photos_b = tmp_path / "photos_a", tmp_path / "photos_b"
     count_a = copy_photos(assets, photos_a, copies=2)
     copy_photos(assets, photos_b)
-    cfg_a, db_a = _device(tmp_path, "trap-a", model=stamped["fastestdet"], photos=photos_a, url=broker.url)
+    cfg_a, db_a = _device(tmp_path, "trap-a", model=stamped["fastestdet"], photos=photos_a, url=broker.url,
+                          location=(46.5, 8.25))
     cfg_b, db_b = _device(tmp_path, "trap-b", model=stamped["fastestdet"], photos=photos_b, url=broker.url)
     logs = {cid: tmp_path / f"{cid}.log" for cid in ids}
     collectors = {cid: collector_process(url, broker.url, *group, client_id=cid, log=logs[cid]) for cid in ids}
@@ -131,6 +139,8 @@ def test_every_event_stored_exactly_once_through_kills_and_restarts(backend, req
         assert central.rows("SELECT count(*) FROM models") == [(2,)]
         assert central.rows("SELECT count(*) FROM effort")[0][0] > 0
         assert {r[0] for r in central.rows("SELECT state FROM devices")} == {"stopped"}
+        assert central.rows("SELECT device, latitude_e6, longitude_e6 FROM devices ORDER BY device") == [
+            ("trap-a", 46_500_000, 8_250_000), ("trap-b", None, None)]
     finally:
         if device_b.poll() is None:
             device_b.kill()

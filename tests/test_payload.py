@@ -143,6 +143,8 @@ OTHERS: dict[str, Callable[[], bytes]] = {
         counts={"t": (2, 2, 0, 0)}),
     "status_online": lambda: wire.encode_status(device=DEVICE, state="online", at=T, clock_synced=True),
     "status_offline_will": lambda: wire.encode_status(device=DEVICE, state="offline"),
+    "status_location": lambda: wire.encode_status(device=DEVICE, state="online", at=T, clock_synced=True,
+                                                  location=(46.5, 8.25)),
     "health": lambda: wire.encode_health(SNAPSHOT, device=DEVICE),
     "model": lambda: wire.encode_model(device=DEVICE, detector=DETECTOR, classifier=CLASSIFIER, at=T,
                                        clock_synced=True),
@@ -155,7 +157,7 @@ ENCODERS: dict[str, Callable[[], bytes]] = {**{name: (lambda n=name: _event_byte
 #: Golden command payloads (inputs a server sends): name -> (command name, schema entry).
 COMMAND_FILES = {"cmd_capture": ("capture", "cmd_capture"), "cmd_set": ("set", "cmd_set")}
 SCHEMA_DEF = {**{name: "event" for name in CASES}, "effort": "effort", "effort_unsynced": "effort",
-              "status_online": "status", "status_offline_will": "status", "health": "health", "model": "model",
+              "status_online": "status", "status_offline_will": "status", "status_location": "status", "health": "health", "model": "model",
               "result_ok": "result", "result_error": "result"}
 
 
@@ -273,7 +275,8 @@ def test_effort_status_health_and_model_decode():
     assert effort["end"] - effort["start"] == timedelta(hours=1) and effort["id"] == _uid(7)
     assert decode.decode_effort(OTHERS["effort_unsynced"]())["monotonic"] == 610
     will = decode.decode_status(OTHERS["status_offline_will"]())
-    assert will == {"device": DEVICE, "state": "offline", "time": None, "clock_synced": None}
+    assert will == {"device": DEVICE, "state": "offline", "time": None, "clock_synced": None, "location": None}
+    assert decode.decode_status(OTHERS["status_location"]())["location"] == (46.5, 8.25)
     health = decode.decode_health(OTHERS["health"]())
     assert health["cpu_temp_c"] == 48.3 and health["load_1m"] == 0.42 and health["mem_available_mib"] == 2801
     assert health["camera_state"] == "ok" and health["disk_low"] is False and "camera_error" not in health
@@ -539,3 +542,23 @@ def test_any_event_round_trips_within_rounding_and_follows_the_schema(rows, sync
     for det, back in zip(dets, got["detections"]):
         assert back["score"] == pytest.approx(det.score, abs=5e-4)
         assert back["box"] == pytest.approx(det.box, abs=5e-4)
+
+
+@pytest.mark.parametrize("location", [(90.0, 180.0), (-90.0, -180.0), (0.0000004, -0.0000006), (46.123456, 8.987654)])
+def test_location_round_trips_to_the_micro_degree(location):
+    got = decode.decode_status(wire.encode_status(device=DEVICE, state="online", at=T, clock_synced=True,
+                                                  location=location))["location"]
+    assert all(abs(a - b) <= 0.5e-6 for a, b in zip(got, location))
+
+
+@pytest.mark.parametrize("location", [(90.1, 0), (0, -180.5), (float("nan"), 0), (1,), "46,8", (True, 0)])
+def test_a_bad_location_is_refused(location):
+    with pytest.raises(ValueError):
+        wire.encode_status(device=DEVICE, state="online", at=T, clock_synced=True, location=location)
+
+
+@pytest.mark.parametrize("payload", [b'{"v":1,"d":"t","st":"online","la":1}', b'{"v":1,"d":"t","st":"online","la":1,"lo":190000000}'])
+def test_a_half_or_out_of_range_location_is_refused_by_decoder_and_schema(payload):
+    with pytest.raises(ValueError):
+        decode.decode_status(payload)
+    assert list(_validator("status").iter_errors(json.loads(payload)))

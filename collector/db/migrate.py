@@ -3,7 +3,9 @@
 Each step takes the database from version n to n + 1 inside one transaction, holding a lock
 that makes concurrent collectors (several processes in a share group starting at once) migrate
 once: SQLite's ``BEGIN IMMEDIATE`` write lock, PostgreSQL's transaction-level advisory lock.
-Append only: a shipped step never changes, since databases in use have already run it. (Alembic
+Append only: a shipped step never changes, since databases in use have already run it. Step 1
+creates the tables as :mod:`collector.db.schema` defines them today, so every later step checks
+before it changes anything (a fresh database already has what it adds). (Alembic
 would do this too, with a revision graph, an ini file and a script folder; a dozen tables with a
 linear history do not need them.)
 """
@@ -31,7 +33,15 @@ def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    """Where each device says it stands: ``devices.latitude_e6/longitude_e6`` (status ``la``/``lo``)."""
+    have = {column["name"] for column in inspect(conn).get_columns("devices")}
+    for name in ("latitude_e6", "longitude_e6"):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE devices ADD COLUMN {name} BIGINT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 VERSION = len(MIGRATIONS)
 
 

@@ -59,6 +59,9 @@ devices = Table(
     Column("queue_depth", BigInteger),
     Column("disk_low", Integer),
     Column("camera_state", String(16)),
+    # Schema 2: the position in micro-degrees from the status message (devices with [mqtt] send_location).
+    Column("latitude_e6", BigInteger),
+    Column("longitude_e6", BigInteger),
 )
 
 status_history = Table(

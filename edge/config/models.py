@@ -162,6 +162,9 @@ class MqttConfig(Section):
     drain_timeout: Duration = Field(
         timedelta(seconds=60), description="--once and finished replays: wait this long for the outbox to empty")
     health: bool = Field(True, description="publish health snapshots on <prefix>/<device>/health")
+    send_location: bool = Field(
+        False, description="send [device] latitude/longitude in the status message (a collector's Camtrap DP "
+                           "deployments need them; a trap's position can be sensitive)")
     require_subscriber: bool = Field(
         False, description="keep an event or effort message queued while the broker says nobody subscribes to it "
                            "(MQTT 5 reason 0x10), e.g. before the collector has (re)subscribed")
@@ -270,6 +273,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_cross(self) -> Config:
+        if self.mqtt is not None and self.mqtt.send_location and self.device.latitude is None:
+            raise problem_at("mqtt.send_location", "needs device.latitude and device.longitude")
         if self.trigger is None:
             if self.camera.type != "folder":
                 raise problem_at("trigger", "missing: add a [trigger] section (a live camera needs one)")

@@ -84,16 +84,19 @@ class Publisher:
         store: the open store whose outbox is drained.
         on_command: answers a parsed command with a result dict (raise nothing; errors are replies).
         model: the retained model message, published on every connect; None for none.
+        location: (latitude, longitude) sent in every status message (``[mqtt] send_location``).
     """
 
     def __init__(self, cfg: Any, *, device: str, store: Store, on_command: CommandHandler | None = None,
-                 model: bytes | None = None, retained: Sequence[tuple[str, bytes]] = ()) -> None:
+                 model: bytes | None = None, retained: Sequence[tuple[str, bytes]] = (),
+                 location: tuple[float, float] | None = None) -> None:
         self.cfg = cfg
         self.device = device
         self.store = store
         self.topics = wire.topics(cfg.prefix, device)
         self.on_command = on_command
         self.model = model
+        self.location = location
         # Retained messages published on every connect: discovery configs, then the latest states.
         self._retained: dict[str, bytes] = dict(retained)
         self.state = DeliveryState(protocol=V311 if cfg.protocol == V311 else V5)
@@ -205,7 +208,7 @@ class Publisher:
     def _make(self) -> paho.Client:
         client = make_client(self.cfg, device=self.device, protocol=self.state.protocol,
                              will_topic=self.topics.status, will_payload=wire.encode_status(
-                                 device=self.device, state="offline"))
+                                 device=self.device, state="offline", location=self.location))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -242,7 +245,8 @@ class Publisher:
                     self.state.protocol, "resumed" if getattr(flags, "session_present", False) else "new")
         client.subscribe(self.topics.cmd_filter, qos=1)
         client.publish(self.topics.status, wire.encode_status(device=self.device, state="online",
-                                                              at=time.time()), qos=1, retain=True)
+                                                              at=time.time(), location=self.location),
+                       qos=1, retain=True)
         if self.model is not None:
             client.publish(self.topics.model, self.model, qos=1, retain=True)
         for topic, data in list(self._retained.items()):
@@ -397,7 +401,8 @@ class Publisher:
             return
         if self.state.connected:
             info = client.publish(self.topics.status, wire.encode_status(device=self.device, state="stopped",
-                                                                         at=time.time()), qos=1, retain=True)
+                                                                         at=time.time(), location=self.location),
+                                  qos=1, retain=True)
             self._stopped_mid = info.mid
             deadline = time.monotonic() + 2.0
             while not self._stopped_acked.is_set() and time.monotonic() < deadline and self.state.connected:

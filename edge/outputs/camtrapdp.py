@@ -178,7 +178,8 @@ def write_camtrapdp(export: EventExport, target: Path) -> Path:
     missing = _missing_locations(deps)
     if missing:
         raise ValueError(f"camtrapdp needs each device's latitude and longitude; missing for: {', '.join(missing)}"
-                         " (device: set [device] latitude/longitude; collector: --locations FILE)")
+                         " (device: set [device] latitude/longitude; collector: --locations FILE, or [mqtt] "
+                         "send_location = true on the devices)")
     tables = {"deployments": _deployment_rows(export, deps),
               "media": [_media_row(e) for e in export.events if e.image is not None],
               "observations": [row for e in export.events for row in _observation_rows(e)]}
