@@ -314,7 +314,7 @@ class Postgres:
 
     def backend_pids(self) -> list[int]:
         """The postmaster's children but the benchmark's own polling backend."""
-        pids = children(self.cluster._proc.pid) if self.cluster._proc is not None else []  # noqa: SLF001
+        pids = children(self.cluster._proc.pid) if self.cluster._proc is not None else []
         return [p for p in pids if p != self.own_pid]
 
 
@@ -348,7 +348,7 @@ def run_once(db: Sqlite | Postgres, n: int, backlog: Backlog, folder: Path, tag:
                 if first_at is None and stored:
                     first_at, first = now, stored
                     cpu0 = [cpu_seconds(p.pid) for p in procs]
-                    broker_cpu0 = cpu_seconds(broker._proc.pid)  # noqa: SLF001
+                    broker_cpu0 = cpu_seconds(broker._proc.pid)
                     db_cpu0 = tree_cpu(db.backend_pids()) if isinstance(db, Postgres) else 0.0
                 if stored >= total:
                     break
@@ -359,7 +359,7 @@ def run_once(db: Sqlite | Postgres, n: int, backlog: Backlog, folder: Path, tag:
                     raise RuntimeError(f"{tag}: {stored}/{total} events stored after {now - began:.0f} s")
                 time.sleep(POLL_S)
             cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
-            broker_cpu = cpu_seconds(broker._proc.pid) - broker_cpu0  # noqa: SLF001
+            broker_cpu = cpu_seconds(broker._proc.pid) - broker_cpu0
             db_cpu = tree_cpu(db.backend_pids()) - db_cpu0 if isinstance(db, Postgres) else 0.0
         check(query, backlog, tag)
     finally:
@@ -507,8 +507,10 @@ def report(results: dict[str, Any]) -> str:
             f"{run['sustained_s']:>12.2f} {run['events_per_s']:>9.0f} ({low:>5.0f}..{high:<5.0f}) "
             f"{run['ratio_to_sqlite_1']:>12.2f}x  {cpu:>11} | {run['broker_cpu_s_per_1000']:.2f} | {db_cpu:>4}"
             f" {locks:>12}")
-    lines += ["", "  startup: collector start -> first event committed; sustained: first event -> all stored, "
-                  "events/s over it; CPU over the sustained part, per 1000 events each collector stored (~1/n);",
+    lines += ["", ("  startup: collector start -> first batch committed (interpreter, imports, connect, and storing "
+                   "a first batch of up to 1000 messages);"),
+              ("  sustained: first batch -> all stored, events/s over it (the first batch's events left out); "
+               "CPU over it, per 1000 events each collector stored (~1/n);"),
               "  lock waits: share of polls in which a collector's PostgreSQL backend waited for a lock"]
     if "postgresql" in results:
         lines.append("  PostgreSQL: tests/pg.py's throwaway cluster on a Unix socket with fsync=off, "
