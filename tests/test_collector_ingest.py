@@ -4,6 +4,7 @@ hostile messages (each a reject, the rest of the batch stored), concurrent colle
 from __future__ import annotations
 
 import json
+import sys
 import random
 import threading
 import time
@@ -592,3 +593,25 @@ def test_migration_2_adds_the_location_columns_to_a_version_1_database(collector
         assert rows(eng, select(devices.c.state, devices.c.latitude_e6, devices.c.longitude_e6)) == [("online", -1, 2)]
     finally:
         eng.dispose()
+
+
+@pytest.mark.parametrize("message", [
+    {"v": 1, "d": "trap-01", "e": "AZ6BLMhUdOCAhWK-24tgzg", "t": 5, "s": 1, "g": "m", "mv": MV, "x": [[0, 2000, 1, 2, 3, 4]]},
+    {"v": 1, "d": "trap-01", "e": "AZ6BLMhUdOCAhWK-24tgzg", "t": 5, "s": 0, "g": "m", "mv": MV},
+    {"v": 1, "d": "trap-01", "e": 7, "t": 5, "s": 1, "g": "m", "mv": MV},
+    {"v": 1, "d": "trap-01", "st": "online", "la": 1},
+])
+def test_the_compiled_and_the_python_schema_check_refuse_alike(message: dict[str, Any], monkeypatch) -> None:
+    """jsonschema-rs where it is installed, the jsonschema package elsewhere: the same problem, same path."""
+    from collector import wire
+
+    kind = "status" if "st" in message else "event"
+    found = []
+    for blocked in (False, True):
+        wire._validators.cache_clear()
+        if blocked:
+            monkeypatch.setitem(sys.modules, "jsonschema_rs", None)  # import now raises ImportError
+        found.append(wire._validators()[kind](message))
+    wire._validators.cache_clear()
+    assert found[0] is not None and found[1] is not None
+    assert found[0][0] == found[1][0]  # the same place in the message
