@@ -246,7 +246,7 @@ def test_a_wrong_password_is_logged_and_nothing_is_stored(broker_factory, tmp_pa
 def test_a_message_that_breaks_the_code_is_kept_and_the_stream_goes_on(broker, tmp_path, monkeypatch):
     from collector import ingest
 
-    real = ingest._STORE["event"]
+    real = ingest._event_row
 
     def buggy(conn, parsed, received):
         if parsed.data["id"] == poison:
@@ -255,7 +255,7 @@ def test_a_message_that_breaks_the_code_is_kept_and_the_stream_goes_on(broker, t
 
     events = make_events("trap-01", 6)
     poison = events[2][2]
-    monkeypatch.setitem(ingest._STORE, "event", buggy)
+    monkeypatch.setattr(ingest, "_event_row", buggy)
     db = tmp_path / "c.db"
     client = publisher(broker.host, broker.port)
     try:
