@@ -615,3 +615,23 @@ def test_the_compiled_and_the_python_schema_check_refuse_alike(message: dict[str
     wire._validators.cache_clear()
     assert found[0] is not None and found[1] is not None
     assert found[0][0] == found[1][0]  # the same place in the message
+
+
+def test_a_row_the_database_refuses_is_a_reject_and_the_rest_of_the_batch_is_stored(engine: Engine) -> None:
+    """The batch's events go in as one statement; when the database refuses one row, they are stored one by
+    one so that only that event is refused (here a trigger refuses an image name, on either dialect)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.image = 'poison' "
+                              "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.image = 'poison' THEN "
+                              "RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'check_violation'; END IF; "
+                              "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()"))
+    good = [event() for _ in range(4)]
+    result = store(engine, [incoming("event", m) for m in good[:2]] + [incoming("event", event(i="poison"))]
+                   + [incoming("event", m) for m in good[2:]])
+    assert [o.reject for o in result.outcomes] == [None, None, "db_refused", None, None]
+    assert count(engine, events) == 4 and count(engine, detections) == 4
+    assert rows(engine, select(counters.c.name, counters.c.value)) == [("rejected.db_refused", 1)]
