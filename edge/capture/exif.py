@@ -5,7 +5,9 @@ base dependency of the device runtime. Only the few tags needed for a timestamp 
 DateTime (0x0132) and the Exif IFD (pointer 0x8769) with DateTimeOriginal (0x9003),
 SubSecTimeOriginal (0x9291) and the EXIF 2.31 offsets OffsetTimeOriginal (0x9011) / OffsetTime
 (0x9010). Camera files are junk often enough (truncated copies, firmware bugs), so every reader here
-returns None instead of raising.
+returns None instead of raising. A time outside 1970..9999 UTC (a camera clock reset to 1970 in a
+zone east of UTC, year 0001) cannot be sent on the wire and is not trusted: :func:`capture_time`
+falls back to the file's time, then the wall clock's, and says which it used.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ _LONG = 4
 _IFD = 13
 # No real IFD holds this many entries; a larger count means the offset points into image data.
 _MAX_ENTRIES = 512
+
+# What the wire format can carry (edge/payload.py): Unix seconds 0 .. 9999-12-31T23:59:59Z.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
 _DATE_RE = re.compile(r"(\d{4})[:/-](\d{2})[:/-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET_RE = re.compile(r"([+-])(\d{2}):(\d{2})")
@@ -151,3 +157,30 @@ def exif_time_utc(data: bytes, *, tz: tzinfo | None = None) -> datetime | None:
         return when.astimezone(timezone.utc)
     except (OverflowError, ValueError, OSError):  # year 1 or 9999 shifted out of range
         return None
+
+
+def encodable(when: datetime) -> bool:
+    """Whether ``when`` is an aware time within 1970..9999 UTC, the range the wire format carries."""
+    return when.tzinfo is not None and when.utcoffset() is not None and EARLIEST <= when <= LATEST
+
+
+def capture_time(data: bytes, *, mtime: float, now: datetime, tz: tzinfo | None = None,
+                 name: str = "photo") -> tuple[datetime, str]:
+    """When the photo was taken (UTC) and where that came from: ``exif``, ``file`` or ``clock``.
+
+    The EXIF time when there is one within 1970..9999 UTC, else the file's modification time
+    ``mtime`` (Unix seconds) when it is in that range, else ``now`` (the wall clock).
+    """
+    exif = exif_time_utc(data, tz=tz)
+    if exif is not None and encodable(exif):
+        return exif, "exif"
+    if exif is not None:
+        logger.warning("%s: EXIF time %s is outside 1970..9999 UTC, not trusted", name, exif.isoformat())
+    try:
+        when = datetime.fromtimestamp(mtime, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        when = None
+    if when is not None and encodable(when):
+        return when, "file"
+    logger.warning("%s: neither its EXIF nor its file time is usable: the wall clock's time is recorded", name)
+    return now, "clock"

@@ -14,14 +14,14 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from edge.capture.base import Frame
-from edge.capture.exif import exif_time_utc
+from edge.capture.exif import capture_time
 from edge.clock import Clock
 from edge.errors import CaptureError, ImageReadError
 from edge.imaging import decode_image
@@ -241,7 +241,5 @@ class FolderCamera:
         except ImageReadError as err:
             logger.warning("%s: skipping %s", self.name, err)
             raise _with_source(err, path)
-        captured_at = exif_time_utc(data, tz=self._tz)
-        if captured_at is None:
-            captured_at = datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc)
+        captured_at, _ = capture_time(data, mtime=stat.st_mtime, now=self._clock.now(), tz=self._tz, name=path)
         return Frame(image=image, captured_at=captured_at, monotonic=self._clock.monotonic(), source=path)
