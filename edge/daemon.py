@@ -79,7 +79,7 @@ class Daemon(Upkeep):
         self.ha_tally: Any = None  # Home Assistant "detections today" (mqtt.ha_discovery)
         self.ha_topic = ""
         self.cpu = CpuMeter()
-        self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0}
+        self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0, "unsendable": 0}
         self._next_health = 0.0
         self._next_watchdog = 0.0
 
@@ -349,7 +349,15 @@ class Daemon(Upkeep):
     def _commit(self, frames: list[Processed], reason: str) -> None:
         burst_id = frames[0].record.burst_id
         event = self.pipeline.event(frames, trigger=reason, burst_id=burst_id)
-        messages = self._messages(event, frames) if (self._messages and event is not None) else []
+        messages = []
+        if self._messages and event is not None:
+            try:
+                messages = self._messages(event, frames)
+            except ValueError as err:
+                # One event the wire format cannot carry must not stop the daemon (and every restart
+                # after it): it is stored, counted and logged, not sent.
+                logger.error("event %s is stored but cannot be sent: %s", event.uid, err)
+                self.counts["unsendable"] += 1
         self.store.commit_burst([p.record for p in frames], event, messages)
         if messages and self.publisher is not None:
             self.publisher.notify()

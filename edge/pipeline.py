@@ -8,10 +8,12 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from edge.capture.base import Frame
+from edge.capture.exif import encodable
 from edge.clock import Clock
 from edge.crops import encode_crop
 from edge.errors import StoreError
@@ -98,6 +100,13 @@ class FramePipeline:
         """Detect, classify, filter and store one frame's image; the frame's record (not committed)."""
         image = frame.image
         height, width = image.shape[:2]
+        captured_at = frame.captured_at
+        if not encodable(captured_at):
+            # Any camera (a folder already falls back itself): a time the wire cannot carry would
+            # make the event unsendable; the wall clock's is the best guess left.
+            logger.warning("frame %s: time %r outside 1970..9999 UTC, the wall clock's is recorded",
+                           frame.source or "", captured_at)
+            captured_at = self.clock.now()
         started = time.perf_counter()
         detections = self.detector.detect(image)
         if self.classifier is not None and detections:
@@ -113,19 +122,28 @@ class FramePipeline:
         image_path = None
         wanted = self.save_images == "all" or (self.save_images == "detections" and any(new))
         if wanted and outcome.image is not None:
-            image_path = self._save(outcome.image, frame, uid)
+            image_path = self._save(outcome.image, captured_at, uid)
         records = [self._detection(d, n, width, height) for d, n in zip(detections, new)]
         record = FrameRecord(
-            uid=uid, captured_at=frame.captured_at, monotonic=frame.monotonic, boot_id=self.clock.boot_id(),
+            uid=uid, captured_at=captured_at, monotonic=frame.monotonic, boot_id=self.clock.boot_id(),
             clock_synced=self.clock.synchronised(), trigger=trigger, burst_id=burst_id, burst_index=index,
             width=width, height=height, inference_ms=round(inference_ms, 2), source=frame.source,
             image_path=image_path, detections=records, person=outcome.person,
         )
-        crop = None
-        if self.crop_max_bytes and outcome.image is not None and any(new):
-            best = max((d for d, n in zip(detections, new) if n), key=lambda d: d.score)
-            crop = encode_crop(outcome.image, best.box, max_bytes=self.crop_max_bytes)
-        return Processed(record, detections, new, crop)
+        return Processed(record, detections, new, self._crop(outcome.image, detections, new))
+
+    def _crop(self, image, detections: Sequence[Detection], new: Sequence[bool]) -> bytes | None:
+        """The crop of the frame's best new detection (the event's best when this frame is its best).
+
+        None when that detection is a person (at any score, in any privacy mode: no crop stands in
+        for it), and people near an animal are pixelated in the crop whatever the mode.
+        """
+        if not self.crop_max_bytes or image is None or not any(new):
+            return None
+        best = max((d for d, n in zip(detections, new) if n), key=lambda d: d.score)
+        if not self.privacy.crop_allowed(best):
+            return None
+        return encode_crop(self.privacy.for_crop(image, detections), best.box, max_bytes=self.crop_max_bytes)
 
     def failed(self, source: str | None, reason: str, *, trigger: str, burst_id: str, index: int) -> Processed:
         """The record of a frame that could not be read: its source counts as done."""
@@ -148,7 +166,7 @@ class FramePipeline:
         box = tuple(round(v, 5) for v in normalise_box(det.box, width, height))
         return DetectionRecord(det.class_id, det.label, round(det.score, 4), box, classification, new)  # type: ignore[arg-type]
 
-    def _save(self, image, frame: Frame, uid: str) -> str | None:
+    def _save(self, image, captured_at: datetime, uid: str) -> str | None:
         if not can_save(self.images_dir, self.min_free, disk_usage=self.disk_usage):
             if not self.disk_low:
                 logger.warning("disk below the free-space floor: images are no longer saved, results still are")
@@ -157,7 +175,7 @@ class FramePipeline:
         if self.disk_low:
             logger.info("disk above the free-space floor again: saving images")
             self.disk_low = False
-        relative = image_relpath(frame.captured_at, uid)
+        relative = image_relpath(captured_at, uid)
         try:
             save_jpeg(self.images_dir, relative, image, quality=self.jpeg_quality)
         except StoreError as err:

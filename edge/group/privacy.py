@@ -101,17 +101,32 @@ class PrivacyPolicy:
             return PrivacyOutcome(image, bool(people))
         if self.mode == "drop":
             return PrivacyOutcome(None, True)
-        out = image.copy()
-        height, width = image.shape[:2]
-        blurred = 0
-        for det in people:
-            x1, y1, x2, y2 = det.box
-            gx, gy = (x2 - x1) * GROW, (y2 - y1) * GROW
-            left, top = max(0, math.floor(x1 - gx)), max(0, math.floor(y1 - gy))
-            right, bottom = min(width, math.ceil(x2 + gx)), min(height, math.ceil(y2 + gy))
-            if right <= left or bottom <= top:
-                continue
-            # Overlapping boxes read the already-blurred pixels: blurring twice only blurs more.
-            out[top:bottom, left:right] = pixelate(out[top:bottom, left:right])
-            blurred += 1
+        out, blurred = _blur(image, people)
         return PrivacyOutcome(out, True, blurred)
+
+    def for_crop(self, image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        """``image`` with every person box pixelated (any score, any mode), to cut a crop from.
+
+        A crop leaves the device, so a person beside the animal it shows is hidden even in ``keep``
+        mode; ``image`` itself is returned (not copied) when there is no person.
+        """
+        people = [d for d in detections if self.is_person_label(d.label)]
+        return _blur(image, people)[0] if people else image
+
+
+def _blur(image: np.ndarray, people: Sequence[Detection]) -> tuple[np.ndarray, int]:
+    """A copy of ``image`` with each box of ``people``, grown by ``GROW``, pixelated; how many were."""
+    out = image.copy()
+    height, width = image.shape[:2]
+    blurred = 0
+    for det in people:
+        x1, y1, x2, y2 = det.box
+        gx, gy = (x2 - x1) * GROW, (y2 - y1) * GROW
+        left, top = max(0, math.floor(x1 - gx)), max(0, math.floor(y1 - gy))
+        right, bottom = min(width, math.ceil(x2 + gx)), min(height, math.ceil(y2 + gy))
+        if right <= left or bottom <= top:
+            continue
+        # Overlapping boxes read the already-blurred pixels: blurring twice only blurs more.
+        out[top:bottom, left:right] = pixelate(out[top:bottom, left:right])
+        blurred += 1
+    return out, blurred
