@@ -1,4 +1,10 @@
-"""Which files a batch run processes: files and folders (recursive), photos and videos."""
+"""Which files a batch run processes: files and folders (recursive), photos and videos.
+
+Unlike the daemon's folder camera (which never reads a link leading out of its folder: anyone may drop
+files there), ``wildedge detect`` follows symlinks to files and to folders: the user chose what to
+point it at on their own machine, and a folder of links to photos elsewhere is a common way to pick a
+subset. A folder reached twice (a link loop, two links to one folder) is walked once.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,13 @@ class Item:
 
 def _walk(folder: Path) -> tuple[list[Path], int]:
     found, skipped = [], 0
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    visited: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link loop or a second link to the same folder
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for file in sorted(files):
             if file.startswith("."):
@@ -39,7 +51,8 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
 def collect(paths: list[Path]) -> tuple[list[Item], Path]:
     """Expand ``paths`` into items (sorted, de-duplicated) and the base folder names are relative to.
 
-    Folders are searched recursively for photo and video suffixes (hidden entries skipped); a file
+    Folders are searched recursively for photo and video suffixes (hidden entries skipped, symlinks
+    followed, each real folder walked once); a file
     named explicitly is always processed, whatever its suffix, so a bad one is reported, not ignored.
 
     Raises:

@@ -5,10 +5,16 @@ Replay walks every image under the folder once, in the order a person reads a ca
 modification time stayed the same for ``settle``, because a camera or an SD-card copy may still be
 writing it. Both skip files the store already processed, so a restart after a crash goes on where
 it stopped.
+
+A missing folder is a device failure (``CaptureError``: the daemon reopens the camera with backoff),
+and so is a file gone because its folder went (a card re-seated, a share remounted); only a file that
+is there and cannot be read or decoded is one failed frame. Symlinks resolving outside the folder are
+never read: a drop folder must not let anyone make the daemon read ``/etc/passwd``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -24,13 +30,16 @@ from edge.capture.base import Frame
 from edge.capture.exif import capture_time
 from edge.clock import Clock
 from edge.errors import CaptureError, ImageReadError
-from edge.imaging import decode_image
+from edge.imaging import DEFAULT_MAX_PIXELS, decode_image
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _DIGITS = re.compile(r"(\d+)")
+# A read failing with one of these means the device or mount went away, not the file.
+_DEVICE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENODEV", "ENXIO", "ESTALE", "ENOTCONN", "ENOMEDIUM",
+                                                             "EHOSTDOWN") if hasattr(errno, name))
 
 
 def natural_key(relative: str) -> tuple:
@@ -68,6 +77,7 @@ class FolderCamera:
         clock: Clock,
         tz: tzinfo | None = None,
         extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if mode not in ("replay", "watch"):
             raise ValueError(f"mode must be 'replay' or 'watch', not {mode!r}")
@@ -88,6 +98,9 @@ class FolderCamera:
         self._clock = clock
         self._tz = tz
         self._suffixes = suffixes
+        self._max_pixels = max_pixels
+        self._real_root = os.path.realpath(self.root)
+        self._outside: set[str] = set()  # links out of the folder already warned about
         self._queue: deque[str] = deque()
         # watch: candidates still settling, path -> ((size, mtime_ns), monotonic time first seen so)
         self._settling: dict[str, tuple[tuple[int, int], float]] = {}
@@ -103,6 +116,7 @@ class FolderCamera:
             CaptureError: the folder does not exist or cannot be listed.
         """
         self._check_root()
+        self._real_root = os.path.realpath(self.root)  # the folder may itself be a link (to a mount)
         self._queue.clear()
         self._settling.clear()
         self._done.clear()
@@ -128,9 +142,12 @@ class FolderCamera:
             raise RuntimeError(f"{self.name}: capture() before open()")
         if self.mode == "watch" and self._clock.monotonic() >= self._next_scan:
             self._scan()
-        if not self._queue:
-            return None
-        return self._read(self._queue.popleft())
+        while self._queue:
+            path = self._queue.popleft()
+            if not self._inside(path):
+                continue  # replaced by a link after it was listed
+            return self._read(path)
+        return None
 
     def preview(self) -> np.ndarray | None:
         return None  # a folder has no live stream to watch for motion
@@ -188,6 +205,8 @@ class FolderCamera:
                     if entry.is_dir(follow_symlinks=False):
                         if self.recursive:
                             stack.append((Path(entry.path), f"{relative}/"))
+                    elif entry.is_symlink() and not self._inside(entry.path):
+                        continue
                     elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in self._suffixes:
                         yield natural_key(relative), entry.path
                 except OSError:
@@ -229,15 +248,32 @@ class FolderCamera:
         if ready:
             logger.debug("%s: %d new images ready", self.name, len(ready))
 
+    def _inside(self, path: str) -> bool:
+        """Whether ``path`` resolves inside the folder; a link out of it is skipped, warned about once."""
+        real = os.path.realpath(path)
+        if real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep):
+            return True
+        if path not in self._outside:
+            self._outside.add(path)
+            logger.warning("%s: skipping %s: it links outside the folder (to %s)", self.name, path, real)
+        return False
+
+    def _check_reachable(self, path: str, err: OSError) -> None:
+        """Raise CaptureError when ``err`` (reading ``path``) means the folder is gone, not the file."""
+        if err.errno in _DEVICE_ERRNOS or not self.root.is_dir() or not os.path.isdir(os.path.dirname(path)):
+            raise CaptureError(f"{self.name}: folder disappeared while reading {path}: {err.strerror or err}") from err
+
     def _read(self, path: str) -> Frame:
         try:
             data = Path(path).read_bytes()
             stat = os.stat(path)
         except OSError as err:
+            # A file deleted while its folder stays is a failed frame, like an unreadable one.
+            self._check_reachable(path, err)
             logger.warning("%s: cannot read %s: %s", self.name, path, err.strerror or err)
             raise _with_source(ImageReadError(f"cannot read {path}: {err.strerror or err}"), path) from err
         try:
-            image = decode_image(data, name=path).image
+            image = decode_image(data, name=path, max_pixels=self._max_pixels).image
         except ImageReadError as err:
             logger.warning("%s: skipping %s", self.name, err)
             raise _with_source(err, path)

@@ -37,7 +37,7 @@ def build_camera_factory(
     if cam.type == "folder":
         return lambda: capture.FolderCamera(
             cam.path, mode=cam.mode, recursive=cam.recursive, settle=cam.settle, poll=cam.poll,
-            is_processed=is_processed, clock=clock, tz=tz)
+            is_processed=is_processed, clock=clock, tz=tz, max_pixels=cfg.device.max_image_pixels)
     if cam.type == "opencv":
         return lambda: capture.OpenCVCamera(
             cam.source, width=cam.width, height=cam.height, preview_width=MOTION_WIDTH, clock=clock)

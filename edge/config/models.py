@@ -33,6 +33,8 @@ class DeviceConfig(Section):
     longitude: float | None = Field(None, ge=-180, le=180, description="decimal degrees, east positive")
     timezone: str | None = Field(None, description="IANA zone name; default: the system's local zone")
     rtc: bool = Field(False, description="trust the wall clock without NTP (battery-backed RTC)")
+    max_image_pixels: int = Field(
+        100_000_000, ge=1, description="a photo whose header claims more pixels is a failed frame, never decoded")
 
     @field_validator("id")
     @classmethod
