@@ -64,6 +64,25 @@ def _with_remote_settings(cfg: Any, path: Path, overrides: list[str] | None) -> 
         return cfg
 
 
+def _private_state(state_dir: Path) -> None:
+    """Keep what the daemon writes to its owner: umask 077 for the whole process, and the state
+    directory's files and folders from an older wildedge (0755, 0644) tightened to 0700 and 0600.
+
+    The images may show people, the database holds the device's history, the remote settings its
+    thresholds: none of it is for other local users. Only ``run`` does this (``check`` changes nothing).
+    """
+    import os
+
+    from edge.daemon import state_paths
+    from edge.mqtt.device import OVERRIDES_FILE
+    from edge.store.db import tighten
+
+    os.umask(0o077)
+    db_path, images_dir, _socket = state_paths(state_dir)
+    journals = [db_path.with_name(db_path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+    tighten([db_path, *journals, images_dir, state_dir / OVERRIDES_FILE], shallow=[state_dir])
+
+
 def _verbosity(ctx: typer.Context, own: int) -> int:
     root = ctx.find_root().params.get("verbose") or 0
     return max(int(root), own)
@@ -88,6 +107,7 @@ def run(
         if handler.get_name() != "wildedge":
             root.removeHandler(handler)
     configure_logging(verbosity=_verbosity(ctx, verbose))
+    _private_state(Path(cfg.device.state_dir))
     try:
         code = Daemon(cfg, once=once).run()
     except (WildedgeError, OSError) as err:

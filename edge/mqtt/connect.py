@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,28 +25,51 @@ logger = logging.getLogger(__name__)
 #: The file a systemd credential named so is read from when ``password_file`` is not set.
 CREDENTIAL_NAME = "mqtt-password"
 V5, V311 = "5", "3.1.1"
+#: The largest packet the device accepts (MQTT 5 Maximum Packet Size, sent in CONNECT): a 4 KiB
+#: command plus 12 KiB for its topic, correlation data, user properties and the fixed header. The
+#: broker drops anything bigger instead of sending it, so a huge "command" never reaches the daemon's
+#: memory; commands between 4 and 16 KiB still get a ``too_large`` reply.
+MAX_PACKET = 16 * 1024
 
 
 def read_password(password_file: Path | None, *, environ: dict[str, str] | None = None) -> str | None:
     """The broker password: ``password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt-password``.
 
-    Read at every connect, so a rotated password is picked up without a restart.
+    Read at every connect, so a rotated password is picked up without a restart. A ``password_file``
+    that its group or others may read is refused; a file under ``$CREDENTIALS_DIRECTORY`` is not
+    checked (systemd owns it: 0400 or 0440, in a directory only the service can reach).
 
     Raises:
-        ConfigError: ``password_file`` is set but cannot be read.
+        ConfigError: ``password_file`` is set but cannot be read, or is group- or world-readable.
     """
     env = os.environ if environ is None else environ
     path = password_file
-    if path is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if path is None and credentials:
+        candidate = Path(credentials) / CREDENTIAL_NAME
         path = candidate if candidate.is_file() else None
     if path is None:
         return None
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO) and not _in_credentials(Path(path), credentials):
+                raise ConfigError(f"MQTT password file {path} is readable by others (mode "
+                                  f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
+            text = fh.read()
     except OSError as err:
         raise ConfigError(f"cannot read the MQTT password file {path}: {err.strerror or err}") from None
     return text.rstrip("\r\n")
+
+
+def _in_credentials(path: Path, credentials: str | None) -> bool:
+    """Whether ``path`` lies in systemd's credential directory for this service."""
+    if not credentials:
+        return False
+    try:
+        return path.resolve().is_relative_to(Path(credentials).resolve())
+    except OSError:
+        return False
 
 
 @dataclass
@@ -120,6 +144,7 @@ def connect(client: paho.Client, cfg: Any, *, protocol: str, session: bool = Tru
     """Open the connection (blocking socket connect; the CONNACK arrives through ``client.loop``).
 
     ``session=False`` asks for a throwaway session (``wildedge check``), leaving nothing on the broker.
+    Under MQTT 5 the CONNECT carries a Maximum Packet Size of :data:`MAX_PACKET`.
 
     Raises:
         OSError: the broker cannot be reached (refused, unreachable, TLS handshake failed).
@@ -128,6 +153,7 @@ def connect(client: paho.Client, cfg: Any, *, protocol: str, session: bool = Tru
     if protocol == V5:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds()) if session else 0
+        props.MaximumPacketSize = MAX_PACKET
         client.connect(cfg.host, cfg.port, keepalive, clean_start=not session, properties=props)
     else:
         client.connect(cfg.host, cfg.port, keepalive)

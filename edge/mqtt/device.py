@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from edge import payload as wire
-from edge.errors import ConfigError
+from edge.errors import ConfigError, StoreError
 from edge.inference.card import sha256_file
 from edge.store import EventRecord, OutboxMessage, Store
+from edge.store.images import FILE_MODE, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def apply_set(config: Any, values: Mapping[str, Any], *, state_dir: Path) -> Any
 
     Raises:
         ConfigError: a key may not be set remotely, or the result does not validate (the message
-            lists every problem as ``key.path: message``).
+            lists every problem as ``key.path: message``), or the settings file (0600) cannot be written.
     """
     from edge.config import InvalidConfigError, config_from_dict
 
@@ -151,12 +151,10 @@ def apply_set(config: Any, values: Mapping[str, Any], *, state_dir: Path) -> Any
     except (OSError, ValueError):
         current = {}
     current.update(values)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(current, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, json.dumps(current, indent=2, sort_keys=True).encode(), mode=FILE_MODE)
+    except StoreError as err:
+        raise ConfigError(f"cannot save the remote settings: {err}") from err
     logger.info("remote settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return new
 

@@ -4,13 +4,18 @@ Every result is committed here before anything else sees it; MQTT is a view of t
 table, and a message leaves it only when the broker confirmed it. One trigger (a burst of frames,
 its event and the event's messages) is one transaction, so after a crash or a power cut a burst
 is in the store whole or not at all.
+
+The database is created 0600 in folders created 0700 (SQLite gives its ``-wal`` and ``-shm`` files
+the database's mode); :func:`tighten` removes group and other bits left by older versions.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import StoreError
+from edge.store.images import FILE_MODE, make_private_dirs
 from edge.store.records import (
     DetectionRecord,
     EventRecord,
@@ -52,6 +58,61 @@ BUSY_TIMEOUT_S = 10.0
 HEALTH_KEEP = 2000
 
 
+def tighten(paths: Sequence[Path], *, shallow: Sequence[Path] = ()) -> list[Path]:
+    """Take group and other permissions away from ``paths`` (folders: and everything below them) and
+    from the ``shallow`` folders themselves (not what they hold: a state directory may hold the
+    user's own files).
+
+    For a state directory written by an older wildedge (0755 folders, 0644 files); a folder that was
+    already private is not searched. Symbolic links are
+    left alone; a file that cannot be changed (another owner) is logged and skipped. Returns what
+    was changed; one log line says so.
+    """
+    changed: list[Path] = []
+    failed: list[str] = []
+
+    def one(path: Path, deep: bool = True) -> None:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            failed.append(f"{path}: {err.strerror or err}")
+            return
+        if stat.S_ISLNK(mode):
+            return
+        exposed = bool(stat.S_IMODE(mode) & 0o077)
+        if exposed:
+            try:
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)  # the owner's bits stay as they were
+            except OSError as err:
+                failed.append(f"{path}: {err.strerror or err}")
+                return
+            changed.append(path)
+        # A folder only its owner could enter exposed nothing below it: not searching it keeps a
+        # start quick over a large image store.
+        if deep and exposed and stat.S_ISDIR(mode):
+            try:
+                children = sorted(path.iterdir())
+            except OSError as err:
+                failed.append(f"{path}: {err.strerror or err}")
+                return
+            for child in children:
+                one(child)
+
+    for folder in shallow:
+        one(Path(folder), deep=False)
+    for path in paths:
+        one(Path(path))
+    if changed:
+        logger.warning("tightened permissions of %d files and folders that group or others could read "
+                       "(%s); wildedge now keeps them 0600 and 0700", len(changed),
+                       ", ".join(str(p) for p in changed[:3]) + (", ..." if len(changed) > 3 else ""))
+    if failed:
+        logger.warning("cannot tighten permissions of %d files: %s", len(failed), "; ".join(failed[:3]))
+    return changed
+
+
 class Store:
     """The SQLite store; a context manager, safe to share between threads (one lock serialises use).
 
@@ -77,7 +138,7 @@ class Store:
         self._lock = threading.RLock()
         for folder in (self.path.parent, self.images_dir):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dirs(folder)
             except OSError as err:
                 raise StoreError(f"cannot create store folder {folder}: {err.strerror or err}") from err
         self._conn = self._connect()
@@ -89,6 +150,13 @@ class Store:
 
     # -- opening -----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        try:
+            # SQLite would create the file 0644 (less the umask); an empty file is a valid database.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise StoreError(f"cannot create store {self.path}: {err.strerror or err}") from err
         try:
             # isolation_level=None: transactions are ours (BEGIN IMMEDIATE ... COMMIT), never implicit.
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S,

@@ -2,7 +2,8 @@
 
 A reader (the retention sweep, a copy to a USB stick, a power cut) never sees half a file: each file
 is written under a temporary name in the same folder, synced, then renamed over its final name,
-and the folder is synced so that the rename itself survives.
+and the folder is synced so that the rename itself survives. Files are created 0600 and folders
+0700: the images may show people, and only the daemon's user has any business reading them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Temporary files are ``.<name>.<random>.tmp``: hidden, and recognisable to the orphan sweep.
 TEMP_SUFFIX = ".tmp"
+#: Modes of what the daemon creates in its state directory, whatever the umask.
+FILE_MODE, DIR_MODE = 0o600, 0o700
 
 
 def image_relpath(captured_at: datetime, uid: str) -> str:
@@ -51,8 +54,33 @@ def resolve(images_dir: Path, relative: str) -> Path:
     return Path(images_dir, *parts)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents with mode 0700 (existing folders are left as they are).
+
+    Raises:
+        OSError: a folder cannot be created.
+    """
+    folder = Path(folder)
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue
+        os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask; 0700 is meant whatever it is
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of ``data``.
+
+    The file gets ``mode`` (0600 by default); missing folders are created 0700.
 
     Raises:
         StoreError: the folder cannot be created or written (full disk, read-only card).
@@ -60,11 +88,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: never write through a file someone else created; 0o666 lets the umask decide.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        make_private_dirs(path.parent)
+        # O_EXCL: never write through a file someone else created.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), mode)  # the umask may have taken bits away from a wider mode
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -1,10 +1,12 @@
 """The command channel from the CLI to a running daemon: one JSON request and reply per connection.
 
-The daemon serves a UNIX stream socket in its state directory (``wildedge trigger`` and ``capture``
-talk to it). A request is one JSON object with a ``cmd`` key, sent as one line; the reply is one
-JSON object with ``ok``. Malformed input gets ``{"ok": false, "error": ...}``; a failing handler is
-logged and answered the same way; neither stops the server. The socket file is group-writable
-(0660): whoever may write to it may ask the daemon for captures, and nothing else.
+The daemon serves a UNIX stream socket in its state directory (``wildedge trigger`` talks to it). A
+request is one JSON object with a ``cmd`` key, sent as one line; the reply is one JSON object with
+``ok``. Malformed input gets ``{"ok": false, "error": ...}``; a failing handler is logged and
+answered the same way; neither stops the server. The socket file is 0600 in a 0700 state directory:
+only the daemon's user (and root) may connect, and it may ask for a capture, the status or a ping.
+Changing settings (``set``) is refused here: it is a remote command (MQTT), validated and answered
+on ``cmd/result``; at the device, edit the config file.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,13 @@ MAX_MESSAGE = 64 * 1024
 CLIENT_TIMEOUT_S = 5.0
 #: sockaddr_un holds 108 bytes on Linux, the terminating NUL included.
 _MAX_PATH = 107
+
+#: What ``wildedge trigger`` sends (``capture``, ``status``) and ``ping``: a ``commands`` allowlist.
+CONTROL_COMMANDS = frozenset({"capture", "status", "ping"})
+#: Refused on the socket whatever the handler knows: settings change over MQTT only.
+REMOTE_ONLY = frozenset({"set"})
+#: The socket file's mode.
+SOCKET_MODE = 0o600
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -57,17 +66,20 @@ class ControlServer:
     """Serve ``handler`` on a UNIX socket at ``path`` from a daemon thread; a context manager.
 
     Args:
-        path: the socket file (in the state directory).
+        path: the socket file (in the state directory), created 0600.
         handler: request dict -> reply dict; called on the server thread.
+        commands: the only commands passed to ``handler`` (:data:`CONTROL_COMMANDS` is what
+            ``wildedge trigger`` needs); None passes any but :data:`REMOTE_ONLY`, always refused.
 
     Raises:
         ConfigError: on start, when another daemon already listens there, the path holds something
             other than a socket, or the socket cannot be created.
     """
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, handler: Handler, *, commands: Collection[str] | None = None) -> None:
         self.path = Path(path)
         self.handler = handler
+        self.commands = None if commands is None else frozenset(commands) - REMOTE_ONLY
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -81,8 +93,8 @@ class ControlServer:
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(address)
-            os.chmod(address, 0o660)
+            sock.bind(address)  # under the daemon's umask 077 the socket is born 0700 at most
+            os.chmod(address, SOCKET_MODE)
             sock.listen(8)
         except OSError as err:
             sock.close()
@@ -153,6 +165,14 @@ class ControlServer:
             self.errors += 1
             return {"ok": False,
                     "error": 'a request is a JSON object with a "cmd" string, e.g. {"cmd": "capture"}'}
+        cmd = request["cmd"]
+        if cmd in REMOTE_ONLY:
+            self.errors += 1
+            return {"ok": False, "error": f"{cmd!r} is not served on the control socket: settings change "
+                                          "over MQTT (cmd/set) or in the config file"}
+        if self.commands is not None and cmd not in self.commands:
+            self.errors += 1
+            return {"ok": False, "error": f"unknown command {cmd!r} ({', '.join(sorted(self.commands))})"}
         try:
             reply = self.handler(request)
         except Exception as err:  # a bad command must not take the channel down: log it, answer it
