@@ -25,7 +25,7 @@ from edge.pipeline import FramePipeline, Processed
 from edge.sdnotify import Notifier
 from edge.store import OutboxMessage, Store, new_uid
 from edge.triggers import Fire, OnceTrigger, Trigger
-from edge.triggers.control import ControlServer
+from edge.triggers.control import CONTROL_COMMANDS, ControlServer
 from edge.upkeep import Upkeep
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Daemon(Upkeep):
             return {"ok": True, "pong": True}
         if cmd == "set":
             return self._set(request.get("values"))
-        return {"ok": False, "error": f"unknown command {cmd!r} (capture, status, ping, set)"}
+        return {"ok": False, "error": f"unknown command {cmd!r} (capture, status, ping; set only over MQTT)"}
 
     def _remote(self, command: Any) -> dict:
         """A command that came over MQTT (already parsed and syntax-checked by edge.payload)."""
@@ -126,11 +126,12 @@ class Daemon(Upkeep):
 
         if not isinstance(values, dict) or not values:
             return {"ok": False, "error": "values must be a non-empty object of key.path: value", "code": "bad_args"}
-        try:
-            new = apply_set(self.config, values, state_dir=self.state_dir)
-        except (ConfigError, OSError) as err:
-            return {"ok": False, "error": str(err), "code": "invalid"}
+        # One set at a time, each on top of the last one not yet applied: two quick sets both hold.
         with self._config_lock:
+            try:
+                new = apply_set(self._pending_config or self.config, values, state_dir=self.state_dir)
+            except (ConfigError, OSError) as err:
+                return {"ok": False, "error": str(err), "code": "invalid"}
             self._pending_config = new
         self.external.wake()  # the loop applies it at its next turn (housekeeping)
         return {"ok": True, "applied": sorted(values)}
@@ -192,7 +193,7 @@ class Daemon(Upkeep):
                 raise CaptureError(f"camera {self.camera.name} cannot open: {self.camera.last_error}")
             if cfg.trigger is not None:
                 self.triggers = self._triggers(stack)
-            stack.enter_context(ControlServer(self.socket_path, self._command))
+            stack.enter_context(ControlServer(self.socket_path, self._command, commands=CONTROL_COMMANDS))
             if cfg.mqtt is not None:
                 self._delivery(stack)
             self._retention()

@@ -223,6 +223,7 @@ def test_a_wrong_password_is_logged_and_nothing_is_stored(broker_factory, tmp_pa
     broker = broker_factory(passwords={"collector": "s3cret"})
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
+    wrong.chmod(0o600)
     engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)
     collector = Collector(engine, broker=BrokerOptions(url=broker.url, client_id="c", username="collector",
@@ -238,6 +239,7 @@ def test_a_wrong_password_is_logged_and_nothing_is_stored(broker_factory, tmp_pa
         engine.dispose()
     right = tmp_path / "right"
     right.write_text("s3cret\n")
+    right.chmod(0o600)
     with running_collector(f"sqlite:///{tmp_path / 'c.db'}", broker.url, client_id="c",
                            broker={"username": "collector", "password_file": right}):
         pass  # subscribed: the right password from the file is accepted

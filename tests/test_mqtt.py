@@ -114,6 +114,7 @@ def test_passwords_right_and_wrong(broker_factory, store, tmp_path, monkeypatch)
     _queue(store, 4)
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
+    wrong.chmod(0o600)  # a password file others may read is refused before any connection
     with Publisher(_mqtt(broker.url, username="trap-01", password_file=str(wrong)), device="trap-01",
                    store=store) as pub:
         wait_until(lambda: pub.state.last_error is not None and "refused" in pub.state.last_error)
@@ -135,6 +136,7 @@ def test_acl_refusal_is_reported_and_the_message_kept(broker_factory, store):
            "topic readwrite wildedge/trap-01/cmd/#\n")
     broker = broker_factory(passwords={"trap-01": "pw"}, acl=acl)
     store.path.parent.joinpath("pw").write_text("pw")
+    store.path.parent.joinpath("pw").chmod(0o600)
     _queue(store, 2)
     cfg = _mqtt(broker.url, username="trap-01", password_file=str(store.path.parent / "pw"))
     with Publisher(cfg, device="trap-01", store=store) as pub:
@@ -384,6 +386,8 @@ def test_check_reports_the_broker(tmp_path, stamped, broker_factory):
     (tmp_path / "photos").mkdir()
     (tmp_path / "pw").write_text("pw")
     (tmp_path / "bad").write_text("nope")
+    for name in ("pw", "bad"):
+        (tmp_path / name).chmod(0o600)
     for password, mark in (("pw", "ok   mqtt"), ("bad", "FAIL mqtt")):
         cfg = tmp_path / f"{password}.toml"
         cfg.write_text(f"""

@@ -32,6 +32,17 @@ SETTABLE = re.compile(
     r"|mqtt\.(effort_interval|health|crops|crop_min_interval))")
 
 
+#: What a remote ``set`` may not go beyond, whatever the schema allows: a value that would delete the
+#: store's history, flood the link, or blind the person filter needs someone at the config file.
+REMOTE_FLOORS: dict[str, timedelta] = {
+    "storage.max_age": timedelta(days=1), "health.interval": timedelta(seconds=10),
+    "mqtt.effort_interval": timedelta(minutes=1), "mqtt.crop_min_interval": timedelta(seconds=1),
+}
+#: The highest detector threshold a remote ``set`` may choose: above it the detector, and with it the
+#: person filter that keeps people out of saved images, goes blind.
+REMOTE_MAX_CONF = 0.8
+
+
 def model_message(cfg: Any, *, detector: Any, classifier: Any | None, at: datetime, synced: bool
                   ) -> tuple[bytes, str]:
     """The retained model message (labels travel here, once) and the model id events refer to."""
@@ -113,6 +124,22 @@ def enqueue_effort(store: Store, cfg: Any, *, now: datetime, synced: bool, boot_
 
 # -- remote settings --------------------------------------------------------------------------------
 
+def _check_remote_bounds(new: Any, values: Mapping[str, Any]) -> None:
+    """Raises ConfigError for a remote value beyond :data:`REMOTE_FLOORS` or :data:`REMOTE_MAX_CONF`."""
+    problems = []
+    for key, floor in REMOTE_FLOORS.items():
+        if key in values:
+            section, name = key.split(".")
+            value = getattr(getattr(new, section), name)
+            if value < floor:
+                problems.append(f"{key}: at least {floor} when set remotely (edit the config file for less)")
+    if "detector.conf" in values and new.detector.conf is not None and new.detector.conf > REMOTE_MAX_CONF:
+        problems.append(f"detector.conf: at most {REMOTE_MAX_CONF} when set remotely (higher blinds the person "
+                        "filter; edit the config file)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def read_overrides(state_dir: Path) -> list[str]:
     """The ``key=value`` overrides persisted by earlier ``set`` commands (oldest first)."""
     path = Path(state_dir) / OVERRIDES_FILE
@@ -145,6 +172,7 @@ def apply_set(config: Any, values: Mapping[str, Any], *, state_dir: Path) -> Any
         new = config_from_dict(config.model_dump(exclude_none=True), overrides=overrides)
     except InvalidConfigError as err:
         raise ConfigError("; ".join(err.problems)) from None
+    _check_remote_bounds(new, values)
     path = Path(state_dir) / OVERRIDES_FILE
     try:
         current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

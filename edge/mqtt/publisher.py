@@ -23,6 +23,7 @@ acks, commands), so nothing about the client is shared between threads. The rule
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -34,6 +35,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import commands
 from edge import payload as wire
@@ -46,6 +48,9 @@ logger = logging.getLogger(__name__)
 LOOP_S = 0.2  # network loop timeout: how often an idle publisher looks at the outbox
 RETRY_REFUSED_S = 60.0
 RETRY_UNHEARD_S = 5.0
+#: A command whose correlation id was seen this recently is answered again, not executed again.
+COMMAND_DEDUP_S = 600.0
+COMMAND_DEDUP_MAX = 256
 #: PUBACK reason "No matching subscribers" (MQTT 5, a success code: the broker kept nothing).
 NO_SUBSCRIBERS = 0x10
 LOOK_S = 5.0  # an idle publisher reads the outbox this often even without notify()
@@ -69,6 +74,7 @@ class DeliveryState:
     refused: int = 0
     unheard: int = 0  # acknowledged with "no matching subscribers" and kept (require_subscriber)
     commands: int = 0
+    commands_ignored: int = 0  # retained, or a repeat of a command already answered
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,6 +125,8 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._stopped_acked = threading.Event()
         self._stopped_mid: int | None = None
+        self._seen: dict[tuple, tuple] = {}  # command key -> its answer (topic, payload, properties)
+        self._seen_at: dict[tuple, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,7 +251,12 @@ class Publisher:
         self._backoff.reset()
         logger.info("MQTT: connected to %s:%d (MQTT %s, session %s)", self.cfg.host, self.cfg.port,
                     self.state.protocol, "resumed" if getattr(flags, "session_present", False) else "new")
-        client.subscribe(self.topics.cmd_filter, qos=1)
+        if self.state.protocol == V5:
+            # Retain As Published: a command published retained keeps its flag even when it arrives
+            # live, so it is ignored every time, not only at the reconnects after the first.
+            client.subscribe(self.topics.cmd_filter, options=SubscribeOptions(qos=1, retainAsPublished=True))
+        else:
+            client.subscribe(self.topics.cmd_filter, qos=1)
         client.publish(self.topics.status, wire.encode_status(device=self.device, state="online",
                                                               at=time.time(), location=self.location),
                        qos=1, retain=True)
@@ -316,9 +329,22 @@ class Publisher:
         name = message.topic.rsplit("/", 1)[-1]
         if name == "result":
             return  # our own replies match cmd/+
+        if message.retain:
+            # A retained command would run again at every reconnect (and for every new subscriber).
+            self.state.commands_ignored += 1
+            logger.warning("MQTT: ignored a retained command on %s (commands are never retained; clear it with "
+                           "an empty retained message)", message.topic)
+            return
         self.state.commands += 1
         props = getattr(message, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        key = self._seen_key(name, message.payload, correlation)
+        if key is not None and key in self._seen:
+            # The same command again within the window (a QoS 1 resend, a client retrying): answer as before.
+            self.state.commands_ignored += 1
+            topic, reply, out = self._seen[key]
+            client.publish(topic, reply, qos=1, properties=out)
+            return
         try:
             command = commands.parse_command(name, message.payload)
             result = self.on_command(command) if self.on_command else {"ok": False, "error": "no handler"}
@@ -342,6 +368,32 @@ class Publisher:
             out = Properties(PacketTypes.PUBLISH)
             out.CorrelationData = correlation
         client.publish(self.topics.cmd_result, reply, qos=1, properties=out)
+        if key is not None:
+            self._remember(key, (self.topics.cmd_result, reply, out))
+
+    @staticmethod
+    def _seen_key(name: str, payload: bytes, correlation: bytes | None) -> tuple | None:
+        """What identifies a command for de-duplication: its name and correlation (``id`` or MQTT 5
+        correlation data); None for a command without one (it cannot be told from a new one)."""
+        if correlation is not None:
+            return name, bytes(correlation)
+        try:
+            ident = json.loads(payload or b"{}").get("id")
+        except (ValueError, AttributeError, RecursionError):
+            return None
+        return (name, ident) if isinstance(ident, str) else None
+
+    def _remember(self, key: tuple, answer: tuple) -> None:
+        now = time.monotonic()
+        self._seen[key] = answer
+        self._seen_at[key] = now
+        for old in [k for k, at in self._seen_at.items() if now - at > COMMAND_DEDUP_S]:
+            self._seen.pop(old, None)
+            self._seen_at.pop(old, None)
+        while len(self._seen) > COMMAND_DEDUP_MAX:
+            oldest = min(self._seen_at, key=self._seen_at.__getitem__)
+            self._seen.pop(oldest, None)
+            self._seen_at.pop(oldest, None)
 
     # -- outbox ---------------------------------------------------------------------------------------
     def _drain(self) -> None:
