@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 import time
@@ -50,13 +51,24 @@ class _Timex(ctypes.Structure):
     _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 252)]
 
 
-def kernel_synchronised() -> bool | None:
-    """The kernel's NTP state from adjtimex(2) (what ``timedatectl`` shows); None if unknown."""
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library runs ldconfig (about 2 ms): once per process, as the store asks at every write.
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+def kernel_synchronised() -> bool | None:
+    """The kernel's NTP state from adjtimex(2) (what ``timedatectl`` shows); None if unknown."""
+    libc = _libc()
+    if libc is None:
+        return None
+    try:
         timex = _Timex()
         state = libc.adjtimex(ctypes.byref(timex))
     except (OSError, AttributeError):

@@ -179,7 +179,7 @@ class Daemon(Upkeep):
         with ExitStack() as stack:
             stack.enter_context(self.notifier)
             self._signals(stack)
-            self.store = stack.enter_context(Store(self.db_path, images_dir=self.images_dir, now=self.clock.now))
+            self.store = stack.enter_context(Store(self.db_path, images_dir=self.images_dir, clock=self.clock))
             self.notifier.extend_timeout(180)  # loading and warming up models can be slow on a Pi
             self.pipeline = self._pipeline(stack)
             from edge.config.build import build_camera_factory

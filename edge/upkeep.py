@@ -73,6 +73,9 @@ class Upkeep:
             self.publisher.notify()
 
     def _housekeeping(self) -> None:
+        # A deleted or replaced database stops the daemon (StoreGoneError) instead of recording
+        # into a file nobody will read; the loop comes here at least every few seconds.
+        self.store.check_file()
         now = self.clock.monotonic()
         interval = self.notifier.watchdog_interval()
         if interval is not None and now >= self._next_watchdog:

@@ -6,7 +6,7 @@ boundaries and the retention order.
 
 from __future__ import annotations
 
-from edge.store.db import Store
+from edge.store.db import Moment, Store, StoreGoneError
 from edge.store.images import encode_jpeg, image_relpath, resolve, save_jpeg, write_atomic
 from edge.store.records import (
     DetectionRecord,
@@ -29,11 +29,13 @@ __all__ = [
     "DetectionRecord",
     "EventRecord",
     "FrameRecord",
+    "Moment",
     "OutboxDepth",
     "OutboxMessage",
     "OutboxRow",
     "RetentionReport",
     "Store",
+    "StoreGoneError",
     "can_save",
     "encode_jpeg",
     "enforce",

@@ -19,10 +19,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from edge.clock import Clock, SystemClock
 from edge.errors import StoreError
 from edge.store.images import FILE_MODE, make_private_dirs
 from edge.store.records import (
@@ -37,11 +39,14 @@ from edge.store.records import (
 )
 from edge.store.schema import (
     APPLICATION_ID,
+    CREATED_COLS,
     EVENT_COLS,
     FRAME_COLS,
     MESSAGE_COLS,
     MIGRATIONS,
     OUTBOX_COLS,
+    RECORDED_COLS,
+    age_clause,
     detection_row,
     event_from_row,
     event_row,
@@ -56,6 +61,30 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 HEALTH_KEEP = 2000
+#: The boot id of a store driven by a bare ``now`` callable (tests, tools): its wall time is its
+#: monotonic time, trusted and never stepping.
+WALL_BOOT = "wall-clock"
+GONE = ("the database file was deleted or replaced while the daemon ran ({what}); stopping so that "
+        "nothing is recorded into a file nobody will read")
+
+
+class StoreGoneError(StoreError):
+    """The database file the store opened was deleted or replaced under it; nothing can go on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One instant on every basis the store records: wall time, boot, boot-relative seconds, trust."""
+
+    wall: datetime
+    boot_id: str
+    monotonic: float
+    synced: bool
+
+    def cutoff(self, age: timedelta) -> tuple:
+        """The parameters of :func:`edge.store.schema.age_clause` for rows older than ``age``."""
+        return (self.boot_id, self.monotonic - age.total_seconds(), self.boot_id, int(self.synced),
+                to_iso(self.wall - age))
 
 
 def tighten(paths: Sequence[Path], *, shallow: Sequence[Path] = ()) -> list[Path]:
@@ -120,7 +149,10 @@ class Store:
         path: the database file; its folder is created.
         images_dir: the image store (created); :class:`FrameRecord` image paths are relative to it.
         health_keep: how many health snapshots to keep (the newest).
-        now: the wall clock for bookkeeping times (outbox ``created_at``, ``delivered_at``).
+        now: a wall clock that never steps (tests, tools): its time is also the rows' age basis.
+        clock: the daemon's clock; rows record its boot id, monotonic seconds and synchronised flag,
+            and ages are measured on them (see :func:`edge.store.schema.age_clause`). Without
+            ``now`` or ``clock``, the system clock.
 
     Raises:
         StoreError: the folder is not writable, the file is not a wildedge store or is corrupt, or
@@ -128,14 +160,19 @@ class Store:
     """
 
     def __init__(self, path: Path, *, images_dir: Path, health_keep: int = HEALTH_KEEP,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 now: Callable[[], datetime] | None = None, clock: Clock | None = None) -> None:
         if health_keep < 1:
             raise ValueError(f"health_keep must be >= 1, got {health_keep}")
+        if now is not None and clock is not None:
+            raise ValueError("give the store a clock or a now callable, not both")
         self.path = Path(path)
         self.images_dir = Path(images_dir)
         self.health_keep = health_keep
-        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._clock = clock if clock is not None or now is not None else SystemClock()
+        self._now = self._clock.now if self._clock is not None else now
         self._lock = threading.RLock()
+        self._identity: tuple[int, int] | None = None
+        self._gone: str | None = None
         for folder in (self.path.parent, self.images_dir):
             try:
                 make_private_dirs(folder)
@@ -164,6 +201,12 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"cannot open store {self.path}: {err}") from err
         conn.row_factory = sqlite3.Row
+        try:
+            st = os.stat(self.path)
+        except OSError as err:
+            conn.close()
+            raise StoreError(f"cannot open store {self.path}: {err.strerror or err}") from err
+        self._identity = (st.st_dev, st.st_ino)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -208,6 +251,33 @@ class Store:
                 conn.execute(f"PRAGMA user_version={version + 1}")
             logger.info("store %s migrated to schema version %d", self.path, version + 1)
 
+    # -- time and identity ---------------------------------------------------------------------------
+    def moment(self, wall: datetime | None = None) -> Moment:
+        """Now on every basis rows record (``wall`` instead of the clock's wall time, for retention)."""
+        wall = self._now() if wall is None else wall
+        if self._clock is None:
+            return Moment(wall, WALL_BOOT, wall.timestamp(), True)
+        return Moment(wall, self._clock.boot_id(), self._clock.monotonic(), self._clock.synchronised())
+
+    def check_file(self) -> None:
+        """Raise :class:`StoreGoneError` when the path no longer names the file this store opened.
+
+        SQLite goes on writing into a deleted file (its inode stays open), so without this a deleted
+        or replaced database would swallow every result unseen until the next start. One ``stat``.
+        """
+        if self._gone is None and self._identity is not None:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                self._gone = "no file at that path any more"
+            except OSError as err:
+                self._gone = f"cannot stat it: {err.strerror or err}"
+            else:
+                if (st.st_dev, st.st_ino) != self._identity:
+                    self._gone = "another file is at that path now"
+        if self._gone is not None:
+            raise StoreGoneError(f"store {self.path}: " + GONE.format(what=self._gone))
+
     # -- plumbing ----------------------------------------------------------------------------------
     def __enter__(self) -> Store:
         return self
@@ -228,6 +298,7 @@ class Store:
         naming ``what``.
         """
         with self._lock:
+            self.check_file()
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -250,6 +321,7 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Rows of one read-only statement (for the store's own modules)."""
         with self._lock:
+            self.check_file()
             try:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as err:
@@ -275,21 +347,23 @@ class Store:
                                  f"{event.burst_id}")
         frame_rows = [frame_row(f) for f in frames]
         event_values = event_row(event) if event is not None else None
-        message_rows = [message_row(m, self._now()) for m in messages]
+        at = self.moment()
+        message_rows = [(*message_row(m, at.wall), *self._created(at)) for m in messages]
         what = f"commit of burst {event.burst_id if event else frames[0].burst_id if frames else '-'}"
-        recorded = to_iso(self._now())
+        recorded = (to_iso(at.wall), at.boot_id, at.monotonic, int(at.synced))
         with self.transaction(what) as conn:
             for frame, row in zip(frames, frame_rows):
-                cur = conn.execute(f"INSERT INTO frames ({FRAME_COLS}, recorded_at) VALUES ({marks(16)})",
-                                   (*row, recorded))
+                cur = conn.execute(f"INSERT INTO frames ({FRAME_COLS}, {RECORDED_COLS}) VALUES ({marks(19)})",
+                                   (*row, *recorded))
                 conn.executemany(
                     "INSERT INTO detections (frame_id, class_id, label, score, x1, y1, x2, y2, "
                     "cls_id, cls_label, cls_score, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(cur.lastrowid, *detection_row(d)) for d in frame.detections])
             if event_values is not None:
-                conn.execute(f"INSERT INTO events ({EVENT_COLS}, recorded_at) VALUES ({marks(11)})",
-                             (*event_values, recorded))
-            conn.executemany(f"INSERT INTO outbox ({MESSAGE_COLS}) VALUES ({marks(7)})", message_rows)
+                conn.execute(f"INSERT INTO events ({EVENT_COLS}, {RECORDED_COLS}) VALUES ({marks(14)})",
+                             (*event_values, *recorded))
+            conn.executemany(f"INSERT INTO outbox ({MESSAGE_COLS}, {CREATED_COLS}) VALUES ({marks(10)})",
+                             message_rows)
 
     def is_processed(self, source: str) -> bool:
         """Whether a frame read from ``source`` (a folder camera's file) is already recorded."""
@@ -302,9 +376,15 @@ class Store:
     # -- outbox --------------------------------------------------------------------------------------
     def enqueue(self, message: OutboxMessage) -> int:
         """Queue one standalone message (status, health); returns its ``seq``."""
-        row = message_row(message, self._now())
+        at = self.moment()
+        row = (*message_row(message, at.wall), *self._created(at))
         with self.transaction("enqueue") as conn:
-            return conn.execute(f"INSERT INTO outbox ({MESSAGE_COLS}) VALUES ({marks(7)})", row).lastrowid
+            return conn.execute(f"INSERT INTO outbox ({MESSAGE_COLS}, {CREATED_COLS}) VALUES ({marks(10)})",
+                                row).lastrowid
+
+    @staticmethod
+    def _created(at: Moment) -> tuple:
+        return (at.boot_id, at.monotonic, int(at.synced))
 
     def pending(self, *, limit: int, after_seq: int = 0) -> list[OutboxRow]:
         """Up to ``limit`` queued messages with ``seq > after_seq``, in ``seq`` order."""
@@ -349,15 +429,17 @@ class Store:
 
         The policy that bounds the outbox when a link stays down for months: oldest first, each
         drop counted (``meta`` key ``outbox_dropped``, see :meth:`outbox_dropped`). Returns how many
-        were dropped now; their events stay in the store, undelivered.
+        were dropped now; their events stay in the store, undelivered. Ages are measured as
+        :func:`edge.store.schema.age_clause` says: a wall clock that steps (1970 to today, +400 days)
+        makes no message old; a message whose age cannot be trusted is kept.
         """
         if max_messages < 0:
             raise ValueError(f"max_messages must be >= 0, got {max_messages}")
         with self.transaction("trim outbox") as conn:
             dropped = 0
             if max_age is not None:
-                cutoff = to_iso(self._now() - max_age)
-                dropped += conn.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,)).rowcount
+                dropped += conn.execute(f"DELETE FROM outbox WHERE {age_clause('created', 'created_at')}",
+                                        self.moment().cutoff(max_age)).rowcount
             count = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
             if count > max_messages:
                 dropped += conn.execute(

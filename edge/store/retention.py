@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge.store.db import Store
+from edge.store.db import Moment, Store
 from edge.store.images import resolve
-from edge.store.records import to_iso
+from edge.store.schema import age_clause
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ DiskUsage = Callable[[Any], Any]  # shutil.disk_usage's shape: path -> (total, u
 # outbox rows (no MQTT) waits for nothing: its rows and messages were committed in one transaction.
 _PENDING_BURST = ("EXISTS (SELECT 1 FROM events pe JOIN outbox o ON o.event_uid = pe.uid "
                   "WHERE pe.burst_id = f.burst_id)")
-# Rows age from when they were written (schema 2); rows older than that column, from their capture.
-_RECORDED = "COALESCE(recorded_at, captured_at)"
+# Rows age from when they were written (schema 2), on a basis no clock step can fool (schema 3; see
+# age_clause); rows older than the recorded_at column, from their capture.
+_OLD = age_clause("recorded", "COALESCE(recorded_at, captured_at)")
 _PENDING_EVENT = "EXISTS (SELECT 1 FROM outbox o WHERE o.event_uid = e.uid)"
 # Images that may go for space, least valuable first: 0 empty frames, 1 frames/events already
 # delivered (or never queued), 2 events still waiting for the broker; oldest first within a tier.
@@ -99,7 +100,9 @@ def enforce(store: Store, *, images_dir: Path, now: datetime, max_age: timedelta
     Args:
         store: the open store whose rows reference the images.
         images_dir: the image store folder.
-        now: the current wall time (ages are measured from it).
+        now: the current wall time; row ages are measured by the store's clock as
+            :func:`edge.store.schema.age_clause` says (monotonic within a boot, wall time across boots
+            only when it was synchronised then and now), so a stepped clock never makes a row old.
         max_age: delete rows older than this; None keeps rows forever.
         min_free: the free-space floor in bytes.
         disk_usage: ``shutil.disk_usage`` or a stand-in (tests simulate a full disk with it).
@@ -120,7 +123,7 @@ def enforce(store: Store, *, images_dir: Path, now: datetime, max_age: timedelta
     if images_dir.is_dir():
         _sweep_orphans(store, images_dir, now - orphan_age, tally)
     if max_age is not None:
-        _expire(store, images_dir, now - max_age, tally)
+        _expire(store, images_dir, store.moment(now), max_age, tally)
     free = _free_for_floor(store, images_dir, min_free, disk_usage, tally)
     report = RetentionReport(tally.images, tally.frames, tally.freed, free, free < min_free,
                              tally.events, tally.orphans)
@@ -156,16 +159,16 @@ def _sweep_orphans(store: Store, images_dir: Path, before: datetime, tally: _Tal
                 os.rmdir(root)  # fails, harmlessly, unless empty
 
 
-def _expire(store: Store, images_dir: Path, before: datetime, tally: _Tally) -> None:
-    """Rule (b): delete rows older than ``before`` unless their event still waits for the broker."""
-    cutoff = to_iso(before)
+def _expire(store: Store, images_dir: Path, at: Moment, max_age: timedelta, tally: _Tally) -> None:
+    """Rule (b): delete rows older than ``max_age`` at ``at`` unless their event still waits for the broker."""
+    cutoff = at.cutoff(max_age)
     while True:
         with store.transaction("expire old rows") as conn:
-            frames = conn.execute(f"SELECT id, image_path, source FROM frames f WHERE {_RECORDED} < ? "
+            frames = conn.execute(f"SELECT id, image_path, source FROM frames f WHERE {_OLD} "
                                   f"AND NOT {_PENDING_BURST} AND (source IS NULL OR image_path IS NOT NULL) "
-                                  f"LIMIT ?", (cutoff, _BATCH)).fetchall()
-            events = conn.execute(f"SELECT id, image_path FROM events e WHERE {_RECORDED} < ? "
-                                  f"AND NOT {_PENDING_EVENT} LIMIT ?", (cutoff, _BATCH)).fetchall()
+                                  f"LIMIT ?", (*cutoff, _BATCH)).fetchall()
+            events = conn.execute(f"SELECT id, image_path FROM events e WHERE {_OLD} "
+                                  f"AND NOT {_PENDING_EVENT} LIMIT ?", (*cutoff, _BATCH)).fetchall()
             # A frame read from a file keeps its row (without image): it is the record that the file
             # was processed, so a folder replayed again later is not processed twice.
             conn.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in frames if r[2] is None])

@@ -83,6 +83,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX frames_recorded_at ON frames (recorded_at)",
         "CREATE INDEX events_recorded_at ON events (recorded_at)",
     ),
+    # 2 -> 3: when a row was written, on a basis that survives wall-clock steps: the boot, the boot's
+    # monotonic seconds (CLOCK_BOOTTIME) and whether the wall clock was synchronised. Retention and the
+    # outbox age bound measure ages by monotonic difference within a boot, and by wall time across boots
+    # only when the clock was synchronised then and now. Older rows have no boot (never "this boot") and
+    # take their capture's synchronised flag, the best knowledge there is of that moment's clock.
+    (
+        "ALTER TABLE frames ADD COLUMN recorded_boot TEXT",
+        "ALTER TABLE frames ADD COLUMN recorded_mono REAL",
+        "ALTER TABLE frames ADD COLUMN recorded_synced INTEGER",
+        "ALTER TABLE events ADD COLUMN recorded_boot TEXT",
+        "ALTER TABLE events ADD COLUMN recorded_mono REAL",
+        "ALTER TABLE events ADD COLUMN recorded_synced INTEGER",
+        "ALTER TABLE outbox ADD COLUMN created_boot TEXT",
+        "ALTER TABLE outbox ADD COLUMN created_mono REAL",
+        "ALTER TABLE outbox ADD COLUMN created_synced INTEGER",
+        "UPDATE frames SET recorded_synced = clock_synced",
+        "UPDATE events SET recorded_synced = clock_synced",
+        ("UPDATE outbox SET created_synced = COALESCE((SELECT e.clock_synced FROM events e "
+         "WHERE e.uid = outbox.event_uid), 0)"),
+    ),
 ]
 FRAME_COLS = ("uid, captured_at, monotonic, boot_id, clock_synced, trigger_reason, burst_id, burst_index, "
                "width, height, inference_ms, source, image_path, person, failure")
@@ -90,6 +110,20 @@ EVENT_COLS = ("uid, burst_id, captured_at, monotonic, boot_id, clock_synced, tri
                "best_frame_uid, summary")
 MESSAGE_COLS = "topic, payload, qos, retain, event_uid, created_at, attempts"
 OUTBOX_COLS = "seq, " + MESSAGE_COLS
+#: Where and when a row was written (schema 3): boot id, boot-relative seconds, clock synchronised.
+RECORDED_COLS = "recorded_at, recorded_boot, recorded_mono, recorded_synced"
+CREATED_COLS = "created_boot, created_mono, created_synced"
+
+
+def age_clause(prefix: str, wall: str) -> str:
+    """SQL that is true for a row older than a cutoff, measured on a basis that cannot jump.
+
+    Same boot: monotonic seconds. Another boot: wall time, and only when the clock was synchronised
+    both when the row was written and now; otherwise the row counts as young. Takes the five
+    parameters of :meth:`edge.store.db.Moment.cutoff`.
+    """
+    return (f"(({prefix}_boot = ? AND {prefix}_mono < ?) OR "
+            f"({prefix}_boot IS NOT ? AND {prefix}_synced = 1 AND ? = 1 AND {wall} < ?))")
 
 # -- rows <-> records ---------------------------------------------------------------------------
 def marks(n: int) -> str:

@@ -202,7 +202,12 @@ class ControlServer:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as err:
+                # Closing often happens while an earlier error unwinds (a card gone read-only, a
+                # deleted state directory): a socket file left behind must not replace that error.
+                logger.warning("cannot remove the control socket %s: %s", self.path, err.strerror or err)
 
     def __enter__(self) -> ControlServer:
         self.start()
