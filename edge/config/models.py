@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +140,69 @@ class HealthConfig(Section):
     interval: PositiveDuration = Field(timedelta(minutes=5), description="time between health snapshots")
 
 
+#: What ``[mqtt] remote_set`` allows by default: thresholds, intervals, windows and storage settings.
+REMOTE_SET_DEFAULT = (
+    "detector.conf", "detector.iou", "classifier.min_confidence", "classifier.margin", "events.match_iou",
+    "trigger.*", "storage.save_images", "storage.jpeg_quality", "storage.max_age", "storage.min_free",
+    "health.interval", "mqtt.effort_interval", "mqtt.health", "mqtt.crops", "mqtt.crop_min_interval")
+#: Sections no remote ``set`` may ever touch: identity and paths, cameras, the privacy policy.
+_NEVER_REMOTE_SECTIONS = {"device": "identity and paths", "camera": "camera paths and hardware",
+                          "privacy": "the privacy policy"}
+#: Single keys no remote ``set`` may ever touch, even under a ``section.*`` pattern.
+_NEVER_REMOTE_KEYS = {"detector.model": "a model path", "classifier.model": "a model path",
+                      "trigger.type": "the trigger's kind"}
+#: The only ``[mqtt]`` keys a remote ``set`` may touch; the rest is the broker, identity and security.
+_REMOTE_MQTT_KEYS = frozenset({"effort_interval", "health", "crops", "crop_min_interval"})
+_REMOTE_PATTERN = re.compile(r"([a-z_]+)\.([a-z_]+|\*)")
+
+
+def _remote_refusal(pattern: str) -> str | None:
+    """Why ``pattern`` (``section.key`` or ``section.*``) may never be allowed remotely, or None."""
+    match = _REMOTE_PATTERN.fullmatch(pattern)
+    if match is None:
+        return f"{pattern!r} is not \"section.key\" or \"section.*\""
+    section, key = match.groups()
+    if section in _NEVER_REMOTE_SECTIONS:
+        return f"{pattern!r}: {_NEVER_REMOTE_SECTIONS[section]} can never be set remotely"
+    if pattern in _NEVER_REMOTE_KEYS:
+        return f"{pattern!r}: {_NEVER_REMOTE_KEYS[pattern]} can never be set remotely"
+    known = _section_keys(section)
+    if not known or (key != "*" and key not in known):
+        names = sorted(known) if known else sorted(Config.model_fields)
+        guess = difflib.get_close_matches(key if known else section, names, n=1)
+        hint = f" (did you mean {section + '.' if known else ''}{guess[0]}?)" if guess else ""
+        return f"{pattern!r}: no such config key{hint}"
+    if section == "mqtt" and key != "*" and key not in _REMOTE_MQTT_KEYS:
+        return (f"{pattern!r}: broker, identity and security keys can never be set remotely (mqtt keys that can: "
+                f"{', '.join(sorted(_REMOTE_MQTT_KEYS))})")
+    return None
+
+
+def _section_keys(section: str) -> set[str]:
+    """The keys of config section ``section`` (every trigger kind's for ``trigger``); empty if none."""
+    from edge.config.sources import ExternalTrigger, MotionTrigger, TimelapseTrigger
+
+    if section == "trigger":
+        return {k for model in (TimelapseTrigger, MotionTrigger, ExternalTrigger) for k in model.model_fields}
+    field = Config.model_fields.get(section)
+    model = getattr(field, "annotation", None)
+    model = next((a for a in getattr(model, "__args__", (model,)) if isinstance(a, type) and issubclass(a, Section)),
+                 None)
+    return set(model.model_fields) if model is not None else set()
+
+
+def remote_settable(key: str, patterns: Sequence[str]) -> bool:
+    """Whether a remote ``set`` may change ``key``: allowed by one of ``patterns`` and never forbidden.
+
+    ``section.*`` allows every key of the section that may be set remotely at all (never
+    ``trigger.type``, a model path, or an ``[mqtt]`` key outside the four documented ones).
+    """
+    if _remote_refusal(key) is not None or "*" in key:
+        return False
+    section = key.split(".", 1)[0]
+    return any(pattern in (key, f"{section}.*") for pattern in patterns)
+
+
 class MqttConfig(Section):
     """The MQTT broker results are delivered to."""
 
@@ -175,6 +239,12 @@ class MqttConfig(Section):
     crop_min_interval: Duration = Field(timedelta(minutes=1), description="at most one crop per this time")
     ha_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery for this device")
     ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+    remote_set: tuple[str, ...] = Field(
+        REMOTE_SET_DEFAULT, description="keys a remote set command may change: \"section.key\" or \"section.*\"; "
+                                        "[] turns set off. Never privacy, device, camera, model or broker keys")
+    command_key_file: UserPath | None = Field(
+        None, description="file holding the HMAC-SHA256 key every command must be signed with; default: the "
+                          "systemd credential command-key when there is one, else commands are not signed")
     # Present only so that `password = ...` gets the secrets hint rather than "unknown key".
     password: SkipJsonSchema[Any] = Field(None, exclude=True, repr=False)
 
@@ -209,6 +279,15 @@ class MqttConfig(Section):
             raise ValueError(
                 f"invalid topic prefix {value!r}: non-empty levels separated by '/', without '+', '#' "
                 "or a leading/trailing '/'")
+        return value
+
+    @field_validator("remote_set")
+    @classmethod
+    def _check_remote_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            problem = _remote_refusal(pattern)
+            if problem is not None:
+                raise ValueError(f"{problem}; such keys need someone at the config file")
         return value
 
     @field_validator("keepalive")

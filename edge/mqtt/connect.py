@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: The file a systemd credential named so is read from when ``password_file`` is not set.
 CREDENTIAL_NAME = "mqtt-password"
+#: The systemd credential the command signing key is read from when ``command_key_file`` is not set.
+COMMAND_KEY_CREDENTIAL = "command-key"
 V5, V311 = "5", "3.1.1"
 #: The largest packet the device accepts (MQTT 5 Maximum Packet Size, sent in CONNECT): a 4 KiB
 #: command plus 12 KiB for its topic, correlation data, user properties and the fixed header. The
@@ -60,6 +62,38 @@ def read_password(password_file: Path | None, *, environ: dict[str, str] | None 
     except OSError as err:
         raise ConfigError(f"cannot read the MQTT password file {path}: {err.strerror or err}") from None
     return text.rstrip("\r\n")
+
+
+def read_command_key(key_file: Path | None, *, environ: dict[str, str] | None = None) -> bytes | None:
+    """The command signing key: ``key_file``, else ``$CREDENTIALS_DIRECTORY/command-key``; None for none.
+
+    The key is the file's bytes without a trailing newline (as ``read_password`` reads the password).
+    The same rule as the password file: a ``key_file`` its group or others may read is refused,
+    a systemd credential is not checked.
+
+    Raises:
+        ConfigError: the file cannot be read, is group- or world-readable, or is empty.
+    """
+    env = os.environ if environ is None else environ
+    path = key_file
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if path is None and credentials:
+        candidate = Path(credentials) / COMMAND_KEY_CREDENTIAL
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO) and not _in_credentials(Path(path), credentials):
+                raise ConfigError(f"mqtt.command_key_file: {path} is readable by others (mode "
+                                  f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
+            key = fh.read().rstrip(b"\r\n")
+    except OSError as err:
+        raise ConfigError(f"mqtt.command_key_file: cannot read {path}: {err.strerror or err}") from None
+    if not key:
+        raise ConfigError(f"mqtt.command_key_file: {path} is empty (use e.g. `openssl rand -hex 32 > {path}`)")
+    return key
 
 
 def _in_credentials(path: Path, credentials: str | None) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +23,6 @@ logger = logging.getLogger(__name__)
 
 EFFORT_KEY = "effort_until"
 OVERRIDES_FILE = "remote-settings.json"
-#: Keys a ``set`` command may change: thresholds, intervals, windows, storage. Not the device's
-#: identity, camera, models, broker or privacy: those need someone at the config file.
-SETTABLE = re.compile(
-    r"(detector\.(conf|iou)|classifier\.(min_confidence|margin)|events\.match_iou"
-    r"|trigger\.(?!type$)[a-z_]+|storage\.(save_images|jpeg_quality|max_age|min_free)|health\.interval"
-    r"|mqtt\.(effort_interval|health|crops|crop_min_interval))")
-
-
 #: What a remote ``set`` may not go beyond, whatever the schema allows: a value that would delete the
 #: store's history, flood the link, or blind the person filter needs someone at the config file.
 REMOTE_FLOORS: dict[str, timedelta] = {
@@ -159,14 +150,19 @@ def apply_set(config: Any, values: Mapping[str, Any], *, state_dir: Path) -> Any
     Returns the new config. Nothing is written when anything is refused.
 
     Raises:
-        ConfigError: a key may not be set remotely, or the result does not validate (the message
+        ConfigError: a key is outside ``[mqtt] remote_set`` (or never settable remotely), or the result does not validate (the message
             lists every problem as ``key.path: message``), or the settings file (0600) cannot be written.
     """
     from edge.config import InvalidConfigError, config_from_dict
+    from edge.config.models import REMOTE_SET_DEFAULT, remote_settable
 
-    refused = sorted(key for key in values if not SETTABLE.fullmatch(key))
+    allowed = config.mqtt.remote_set if config.mqtt is not None else REMOTE_SET_DEFAULT
+    if not allowed:
+        raise ConfigError("remote set is turned off on this device ([mqtt] remote_set = [])")
+    refused = sorted(key for key in values if not remote_settable(key, allowed))
     if refused:
-        raise ConfigError(f"not settable remotely: {', '.join(refused)}")
+        raise ConfigError(f"not settable remotely: {', '.join(refused)} (allowed: {', '.join(allowed)}; "
+                          "see [mqtt] remote_set)")
     overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
     try:
         new = config_from_dict(config.model_dump(exclude_none=True), overrides=overrides)

@@ -39,8 +39,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import commands
 from edge import payload as wire
+from edge.clock import Clock, SystemClock
 from edge.errors import ConfigError, StoreError
-from edge.mqtt.connect import V5, V311, Backoff, connect, make_client
+from edge.mqtt.connect import V5, V311, Backoff, connect, make_client, read_command_key
 from edge.store import Store
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ LOOP_S = 0.2  # network loop timeout: how often an idle publisher looks at the o
 RETRY_REFUSED_S = 60.0
 RETRY_UNHEARD_S = 5.0
 #: A command whose correlation id was seen this recently is answered again, not executed again.
+#: It spans the whole +-300 s a signed command's ``ts`` is accepted in, so a replay within it is caught.
 COMMAND_DEDUP_S = 600.0
+BAD_SIGNATURE_LOG_S = 60.0  # a flood of unsigned commands logs one warning per this time
 COMMAND_DEDUP_MAX = 256
 #: PUBACK reason "No matching subscribers" (MQTT 5, a success code: the broker kept nothing).
 NO_SUBSCRIBERS = 0x10
@@ -91,12 +94,20 @@ class Publisher:
         on_command: answers a parsed command with a result dict (raise nothing; errors are replies).
         model: the retained model message, published on every connect; None for none.
         location: (latitude, longitude) sent in every status message (``[mqtt] send_location``).
+        clock: whether and what the wall time is, for signed commands' ``ts``; default the system's.
+
+    Raises:
+        ConfigError: the command key file cannot be read, is empty, or group/others may read it.
     """
 
     def __init__(self, cfg: Any, *, device: str, store: Store, on_command: CommandHandler | None = None,
                  model: bytes | None = None, retained: Sequence[tuple[str, bytes]] = (),
-                 location: tuple[float, float] | None = None) -> None:
+                 location: tuple[float, float] | None = None, clock: Clock | None = None) -> None:
         self.cfg = cfg
+        # Read once at start: a key file others may read stops the daemon here, with one line.
+        self.command_key = read_command_key(getattr(cfg, "command_key_file", None))
+        self.clock = clock or SystemClock()
+        self._bad_signature_logged = -BAD_SIGNATURE_LOG_S
         self.device = device
         self.store = store
         self.topics = wire.topics(cfg.prefix, device)
@@ -338,7 +349,7 @@ class Publisher:
         self.state.commands += 1
         props = getattr(message, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        key = self._seen_key(name, message.payload, correlation)
+        key = self._seen_key(name, message.payload, correlation, signed=self.command_key is not None)
         if key is not None and key in self._seen:
             # The same command again within the window (a QoS 1 resend, a client retrying): answer as before.
             self.state.commands_ignored += 1
@@ -346,7 +357,9 @@ class Publisher:
             client.publish(topic, reply, qos=1, properties=out)
             return
         try:
-            command = commands.parse_command(name, message.payload)
+            signed = self.command_key is not None
+            now = self.clock.now().timestamp() if signed and self.clock.synchronised() else None
+            command = commands.parse_command(name, message.payload, key=self.command_key, now=now)
             result = self.on_command(command) if self.on_command else {"ok": False, "error": "no handler"}
             ok = bool(result.pop("ok", True))
             if ok:
@@ -359,6 +372,12 @@ class Publisher:
         except commands.CommandError as err:
             reply = commands.encode_result(device=self.device, correlation=err.correlation, ok=False, error=str(err),
                                        code=err.code)
+            if err.code == "bad_signature":
+                # Not remembered: unsigned junk must not push signed commands out of the replay memory.
+                key = None
+                if time.monotonic() - self._bad_signature_logged >= BAD_SIGNATURE_LOG_S:
+                    self._bad_signature_logged = time.monotonic()
+                    logger.warning("MQTT: refused a command on %s: %s", message.topic, err)
         except Exception:  # a handler bug must not take delivery down; the sender gets an answer
             logger.exception("MQTT command %r failed", name)
             reply = commands.encode_result(device=self.device, correlation=None, ok=False, error="internal error",
@@ -372,16 +391,22 @@ class Publisher:
             self._remember(key, (self.topics.cmd_result, reply, out))
 
     @staticmethod
-    def _seen_key(name: str, payload: bytes, correlation: bytes | None) -> tuple | None:
+    def _seen_key(name: str, payload: bytes, correlation: bytes | None, *, signed: bool = False) -> tuple | None:
         """What identifies a command for de-duplication: its name and correlation (``id`` or MQTT 5
-        correlation data); None for a command without one (it cannot be told from a new one)."""
-        if correlation is not None:
+        correlation data); None for a command without one (it cannot be told from a new one).
+
+        With a command key, its signature instead: a replay cannot change it (the ``id`` is signed,
+        MQTT 5 correlation data is not), and every signed command has one."""
+        if correlation is not None and not signed:
             return name, bytes(correlation)
         try:
-            ident = json.loads(payload or b"{}").get("id")
+            body = json.loads(payload or b"{}")
+            ident = body.get("sig" if signed else "id")
         except (ValueError, AttributeError, RecursionError):
             return None
-        return (name, ident) if isinstance(ident, str) else None
+        if not isinstance(ident, str):
+            return None
+        return (name, "sig", ident.lower()) if signed else (name, ident)
 
     def _remember(self, key: tuple, answer: tuple) -> None:
         now = time.monotonic()
