@@ -396,7 +396,7 @@ class Daemon(Upkeep):
         location = (cfg.device.latitude, cfg.device.longitude) if cfg.mqtt.send_location else None
         self.publisher = stack.enter_context(Publisher(cfg.mqtt, device=cfg.device.id, store=self.store,
                                                        on_command=self._remote, model=model, retained=retained,
-                                                       location=location))
+                                                       location=location, clock=self.clock))
         self._effort()
 
     def _pipeline(self, stack: ExitStack) -> FramePipeline:
