@@ -9,6 +9,7 @@ import os
 import random
 import ssl
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,24 +45,14 @@ def read_password(password_file: Path | None, *, environ: dict[str, str] | None 
     Raises:
         ConfigError: ``password_file`` is set but cannot be read, or is group- or world-readable.
     """
-    env = os.environ if environ is None else environ
-    path = password_file
-    credentials = env.get("CREDENTIALS_DIRECTORY")
-    if path is None and credentials:
-        candidate = Path(credentials) / CREDENTIAL_NAME
-        path = candidate if candidate.is_file() else None
-    if path is None:
-        return None
+    data = _read_secret(password_file, CREDENTIAL_NAME, environ=environ,
+                        readable=lambda path, mode: f"MQTT password file {path} is readable by others (mode "
+                                                    f"{mode:04o}): run `chmod 600 {path}`",
+                        unreadable=lambda path, why: f"cannot read the MQTT password file {path}: {why}")
     try:
-        with open(path, encoding="utf-8") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO) and not _in_credentials(Path(path), credentials):
-                raise ConfigError(f"MQTT password file {path} is readable by others (mode "
-                                  f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
-            text = fh.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read the MQTT password file {path}: {err.strerror or err}") from None
-    return text.rstrip("\r\n")
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the MQTT password ({password_file or CREDENTIAL_NAME}) is not UTF-8 text") from None
 
 
 def read_command_key(key_file: Path | None, *, environ: dict[str, str] | None = None) -> bytes | None:
@@ -74,11 +65,28 @@ def read_command_key(key_file: Path | None, *, environ: dict[str, str] | None = 
     Raises:
         ConfigError: the file cannot be read, is group- or world-readable, or is empty.
     """
+    key = _read_secret(key_file, COMMAND_KEY_CREDENTIAL, environ=environ,
+                       readable=lambda path, mode: f"mqtt.command_key_file: {path} is readable by others (mode "
+                                                   f"{mode:04o}): run `chmod 600 {path}`",
+                       unreadable=lambda path, why: f"mqtt.command_key_file: cannot read {path}: {why}")
+    if key is not None and not key:
+        raise ConfigError(f"mqtt.command_key_file: {key_file} is empty (use e.g. `openssl rand -hex 32 > "
+                          f"{key_file}`)")
+    return key
+
+
+def _read_secret(path: Path | None, credential: str, *, environ: dict[str, str] | None,
+                 readable: Callable[[Path, int], str], unreadable: Callable[[Path, str], str]) -> bytes | None:
+    """A secret's bytes without a trailing newline: ``path``, else the systemd credential ``credential``.
+
+    Raises:
+        ConfigError: ``readable(path, mode)`` when its group or others may read it (systemd's credentials
+            excepted), ``unreadable(path, reason)`` when it cannot be read.
+    """
     env = os.environ if environ is None else environ
-    path = key_file
     credentials = env.get("CREDENTIALS_DIRECTORY")
     if path is None and credentials:
-        candidate = Path(credentials) / COMMAND_KEY_CREDENTIAL
+        candidate = Path(credentials) / credential
         path = candidate if candidate.is_file() else None
     if path is None:
         return None
@@ -86,14 +94,10 @@ def read_command_key(key_file: Path | None, *, environ: dict[str, str] | None = 
         with open(path, "rb") as fh:
             mode = os.fstat(fh.fileno()).st_mode
             if mode & (stat.S_IRWXG | stat.S_IRWXO) and not _in_credentials(Path(path), credentials):
-                raise ConfigError(f"mqtt.command_key_file: {path} is readable by others (mode "
-                                  f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
-            key = fh.read().rstrip(b"\r\n")
+                raise ConfigError(readable(Path(path), stat.S_IMODE(mode)))
+            return fh.read().rstrip(b"\r\n")
     except OSError as err:
-        raise ConfigError(f"mqtt.command_key_file: cannot read {path}: {err.strerror or err}") from None
-    if not key:
-        raise ConfigError(f"mqtt.command_key_file: {path} is empty (use e.g. `openssl rand -hex 32 > {path}`)")
-    return key
+        raise ConfigError(unreadable(Path(path), str(err.strerror or err))) from None
 
 
 def _in_credentials(path: Path, credentials: str | None) -> bool:
