@@ -20,9 +20,9 @@ from tempfile import TemporaryDirectory
 
 import onnxruntime
 
-from edge.cli.model_cmd import stamp_file
 from edge.inference.card import read_card
 from edge.inference.labels import read_labels
+from edge.inference.stamp import stamp_file
 from export.evaluate import MAP_CONF, VOC_TO_COCO, Report, detect_folder, evaluate, load_coco_gt
 
 # name -> (model file, preset, labels file), relative to the assets folder

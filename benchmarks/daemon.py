@@ -37,8 +37,8 @@ import cv2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge.cli.model_cmd import stamp_file  # noqa: E402
 from edge.inference.labels import read_labels  # noqa: E402
+from edge.inference.stamp import stamp_file  # noqa: E402
 from edge.triggers import send_command  # noqa: E402
 
 MODELS = {

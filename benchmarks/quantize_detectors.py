@@ -24,8 +24,8 @@ from tempfile import TemporaryDirectory
 
 import onnxruntime
 
-from edge.cli.model_cmd import stamp_file
 from edge.inference.labels import read_labels
+from edge.inference.stamp import stamp_file
 from export.calibration import list_images, split_images
 from export.quantize import quantize_model
 from export.verify import verify

@@ -43,7 +43,6 @@ import edge
 from edge.batch import checkpoint
 from edge.batch.runner import BatchRunner
 from edge.batch.sources import Item, collect
-from edge.cli.model_cmd import stamp_file
 from edge.errors import ModelError
 from edge.imaging import read_image
 from edge.inference.card import read_card
@@ -51,6 +50,7 @@ from edge.inference.detector import Detector
 from edge.inference.labels import read_labels
 from edge.inference.preprocess import preprocess
 from edge.inference.session import default_threads
+from edge.inference.stamp import stamp_file
 
 HERE = Path(__file__).resolve().parent
 TINY = {  # name -> (folder, onnx, preset, labels)

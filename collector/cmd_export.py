@@ -59,7 +59,7 @@ def export(
     if fmt == "coco" and size is None:  # the writer says so too, but only after reading every event
         fail("coco needs pixel sizes and the collector does not receive them: pass --frame-size WIDTHxHEIGHT, "
              "or use megadetector, csv or camtrapdp")
-    from edge.cli.results_cmd import output_problem
+    from edge.outputs.target import output_problem
 
     database = sqlite_file(db)
     problem = output_problem(fmt, output, keep=[database] if database is not None else [])

@@ -33,8 +33,8 @@ def assets() -> Path:
 @pytest.fixture(scope="session")
 def stamped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The three real detectors, stamped with their presets: name -> stamped ONNX path."""
-    from edge.cli.model_cmd import stamp_file
     from edge.inference.labels import read_labels
+    from edge.inference.stamp import stamp_file
 
     _require(ASSETS)
     out_dir = tmp_path_factory.mktemp("stamped")
@@ -49,8 +49,8 @@ def stamped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def classifier_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MobileNetV2-int8 (ImageNet) stamped with the imagenet preset."""
-    from edge.cli.model_cmd import stamp_file
     from edge.inference.labels import read_labels
+    from edge.inference.stamp import stamp_file
 
     src = _require(ASSETS / "mobilenetv2_int8" / "mobilenetv2-12-int8.onnx")
     dst = tmp_path_factory.mktemp("stamped_cls") / "mobilenetv2_int8.onnx"

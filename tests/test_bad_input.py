@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.cli.model_cmd import stamp_file
 from edge.errors import CardMissingError, ModelError
 from edge.inference.card import read_card
 from edge.inference.detector import Detector
 from edge.inference.labels import read_labels
+from edge.inference.stamp import stamp_file
 
 pytestmark = pytest.mark.assets
 

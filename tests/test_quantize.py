@@ -334,7 +334,7 @@ def test_search_stops_at_the_smallest_prefix_within_budget():
 def float_classifier(tmp_path_factory):
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
-    from edge.cli.model_cmd import stamp_file
+    from edge.inference.stamp import stamp_file
 
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).eval()

@@ -27,6 +27,7 @@ from edge import __version__
 from edge.errors import ModelError, RegistryError
 from edge.inference.card import read_card, sha256_file
 from edge.inference.labels import read_labels
+from edge.inference.stamp import stamp_file
 from edge.models.registry import (
     ModelEntry,
     builtin_labels,
@@ -261,9 +262,6 @@ def pull(
         _fetch_verified(name, entry, raw, timeout=timeout, progress=progress)
     else:
         logger.info("re-stamping %s from the verified download %s", name, raw)
-    # Imported here: edge.cli.model_cmd imports this package for its pull/list commands.
-    from edge.cli.model_cmd import stamp_file
-
     card = stamp_file(
         raw, dst, preset=entry.preset, labels=labels, input_size=entry.input_size, name=name, url=entry.url
     )
