@@ -58,16 +58,14 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import paho.mqtt.client as paho
 from broker import Mosquitto
+from mqtt_drain import LABELS, SPECIES, burst_records
 from paho.mqtt.enums import CallbackAPIVersion
 from pg import PostgresCluster, find_bindir
 
 from edge import payload as wire
-from edge.store.images import image_relpath
-from edge.store.records import DetectionRecord, EventRecord, FrameRecord, new_uid
+from edge.store.records import new_uid
 
 WILDEDGE = str(Path(sys.executable).with_name("wildedge"))
-LABELS = ["animal", "person", "vehicle"]
-SPECIES = ["red fox", "roe deer", "red deer", "wild boar", "badger", "chamois", "alpine ibex", "brown hare"]
 DETECTOR = wire.ModelInfo("md_v5a.0.0.onnx", "ef07334231bdbf727bb5ad1c8f6e30b1a435e2407ebac9bc547fe3915357e940",
                           LABELS, 0.2, 0.45)
 CLASSIFIER = wire.ModelInfo("species.onnx", "7245855c803660a7b841fb6cca298826c604d53dcc7f18355f0e6fe24eca76b5",
@@ -92,40 +90,11 @@ class Backlog:
         return sum(len(p) for _, p in self.messages)
 
 
-def _detection(rng: random.Random) -> DetectionRecord:
-    class_id = rng.choices((0, 1, 2), weights=(90, 7, 3))[0]
-    x1, y1 = rng.uniform(0, 0.7), rng.uniform(0.2, 0.7)
-    box = (x1, y1, min(1.0, x1 + rng.uniform(0.05, 0.3)), min(1.0, y1 + rng.uniform(0.05, 0.3)))
-    species = rng.randrange(len(SPECIES))
-    cls = (species, SPECIES[species], rng.uniform(0.5, 0.99)) if class_id == 0 else None
-    return DetectionRecord(class_id, LABELS[class_id], rng.uniform(0.3, 0.98), box, cls)
-
-
 def _event(rng: random.Random, device: str, boot: str, at: datetime, mono: float) -> tuple[str, bytes]:
-    """One motion burst's event message (as benchmarks/mqtt_drain.py makes it); (event id, payload)."""
-    burst, frames = new_uid(), []
-    for index in range(rng.randint(1, 3)):
-        uid, when = new_uid(), at + timedelta(milliseconds=400 * index)
-        frames.append(FrameRecord(uid, when, mono + 0.4 * index, boot, True, "motion", burst, index, 1920, 1080,
-                                  rng.uniform(60, 110), image_path=image_relpath(when, uid),
-                                  detections=[_detection(rng) for _ in range(rng.randint(1, 3))]))
-    best_frame, best = max(((f, d) for f in frames for d in f.detections), key=lambda fd: fd[1].score)
-    counts: dict[int, int] = {}
-    for det in best_frame.detections:
-        counts[det.class_id] = counts.get(det.class_id, 0) + 1
-    voters = [d.classification for f in frames for d in f.detections if d.classification is not None]
-    top = max({c[0] for c in voters}, key=lambda c: sum(v[0] == c for v in voters)) if voters else None
-    summary = {
-        "frames": len(frames), "frames_with_detections": len(frames),
-        "classes": [{"class_id": c, "label": LABELS[c], "count": n, "best_score": best.score,
-                     "best_frame_uid": best_frame.uid, "new": None} for c, n in sorted(counts.items())],
-        "classification": None if top is None else {
-            "class_id": top, "label": SPECIES[top], "votes": sum(v[0] == top for v in voters),
-            "voters": len(voters), "mean_prob": statistics.fmean(v[2] for v in voters), "tally": []},
-    }
-    event = EventRecord(new_uid(), burst, at, best_frame.monotonic, boot, True, "motion", best_frame.image_path,
-                        best_frame.uid, summary)
-    return event.uid, wire.encode_event(event, best_frame, device=device, model_id=MV, image=best_frame.image_path)
+    """One motion burst's event message (benchmarks/mqtt_drain.py's bursts); (event id, payload)."""
+    frames, event = burst_records(rng, at=at, mono=mono, boot=boot)
+    best = next(f for f in frames if f.uid == event.best_frame_uid)
+    return event.uid, wire.encode_event(event, best, device=device, model_id=MV, image=best.image_path)
 
 
 def _health(device: str, boot: str, at: datetime, mono: float, rng: random.Random) -> bytes:

@@ -86,15 +86,15 @@ def _detection(rng: random.Random) -> DetectionRecord:
     return DetectionRecord(class_id, LABELS[class_id], rng.uniform(0.3, 0.98), box, cls)
 
 
-def make_burst(rng: random.Random, k: int) -> tuple[list[FrameRecord], EventRecord, OutboxMessage]:
-    """One motion burst of 1-3 frames with 1-3 detections each, its event and its event message."""
-    at = START + timedelta(seconds=37 * k)
-    burst, boot = new_uid(), "5f1c9a3e-8d2b-4c7a-9e1f-0a2b3c4d5e6f"
+def burst_records(rng: random.Random, *, at: datetime, mono: float, boot: str
+                  ) -> tuple[list[FrameRecord], EventRecord]:
+    """One motion burst of 1-3 frames with 1-3 detections each (most classified) and its event."""
+    burst = new_uid()
     frames = []
     for index in range(rng.randint(1, 3)):
         uid = new_uid()
         when = at + timedelta(milliseconds=400 * index)
-        frames.append(FrameRecord(uid, when, 5000.0 + 37 * k + 0.4 * index, boot, True, "motion", burst, index,
+        frames.append(FrameRecord(uid, when, mono + 0.4 * index, boot, True, "motion", burst, index,
                                   1920, 1080, rng.uniform(60, 110), image_path=image_relpath(when, uid),
                                   detections=[_detection(rng) for _ in range(rng.randint(1, 3))]))
     best_frame, best = max(((f, d) for f in frames for d in f.detections), key=lambda fd: fd[1].score)
@@ -115,7 +115,15 @@ def make_burst(rng: random.Random, k: int) -> tuple[list[FrameRecord], EventReco
     }
     event = EventRecord(new_uid(), burst, at, best_frame.monotonic, boot, True, "motion", best_frame.image_path,
                         best_frame.uid, summary)
-    data = wire.encode_event(event, best_frame, device=DEVICE, model_id=MV, image=best_frame.image_path)
+    return frames, event
+
+
+def make_burst(rng: random.Random, k: int) -> tuple[list[FrameRecord], EventRecord, OutboxMessage]:
+    """The ``k``-th burst of the backlog, its event and its event message."""
+    frames, event = burst_records(rng, at=START + timedelta(seconds=37 * k), mono=5000.0 + 37 * k,
+                                  boot="5f1c9a3e-8d2b-4c7a-9e1f-0a2b3c4d5e6f")
+    best = next(f for f in frames if f.uid == event.best_frame_uid)
+    data = wire.encode_event(event, best, device=DEVICE, model_id=MV, image=best.image_path)
     return frames, event, OutboxMessage(wire.topics("wildedge", DEVICE).event, data, qos=1, event_uid=event.uid)
 
 
