@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The installed console script: what systemd and users run.
@@ -83,3 +84,37 @@ def run_and_kill(config: Path, db: Path, rng: random.Random, *, max_delay: float
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def external_trigger_config(tmp_path: Path, *, model: Path, broker_url: str) -> dict:
+    """A daemon config (as a dict) with a scripted camera, an external trigger and MQTT to ``broker_url``."""
+    return {
+        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
+        "camera": {"type": "opencv", "source": 0},
+        "trigger": {"type": "external"},
+        "detector": {"model": str(model), "conf": 0.15},
+        "privacy": {"person": "keep"},
+        "storage": {"min_free": 0},
+        "mqtt": {"url": broker_url, "keepalive": "5s"},
+    }
+
+
+@contextmanager
+def daemon_in_thread(config: object, photo: Path) -> Iterator[tuple[object, threading.Thread]]:
+    """An in-process ``Daemon`` for ``config`` whose camera shows ``photo`` over and over, and the thread
+    it runs in; stopped on exit."""
+    import cv2
+
+    from edge.capture import FakeCamera
+    from edge.clock import SystemClock
+    from edge.daemon import Daemon
+
+    camera = FakeCamera([cv2.imread(str(photo))], clock=SystemClock(), loop=True)
+    daemon = Daemon(config, camera_factory=lambda: camera)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        yield daemon, thread
+    finally:
+        daemon.stop()
+        thread.join(15)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
-from daemon_helpers import wait_until
+from daemon_helpers import daemon_in_thread, wait_until
 from mqtt_helpers import Subscriber
 
 import edge
@@ -248,31 +247,20 @@ def test_apply_set_obeys_the_allow_list(tmp_path):
 @pytest.fixture
 def signed_daemon(tmp_path, assets, stamped, broker):
     """An in-process daemon that needs signed commands (key file 0600) and may set only detector.conf."""
-    import cv2
-
-    from edge.capture import FakeCamera
-    from edge.daemon import Daemon
-
     config = config_from_dict({
         **_config(tmp_path, broker.url, command_key_file=str(_key_file(tmp_path)),
                   remote_set=["detector.conf"]),
         "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
     })
-    frame = cv2.imread(str(min((assets / "camera_traps_lila" / "images").iterdir())))
-    camera = FakeCamera([frame], clock=SystemClock(), loop=True)
-    daemon = Daemon(config, camera_factory=lambda: camera)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
-    wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
-    # The container's clock is not NTP-synchronised; a device with a trusted clock checks ts.
-    daemon.publisher.clock = SystemClock(rtc=True)
-    try:
-        yield daemon, sub
-    finally:
-        sub.close()
-        daemon.stop()
-        thread.join(15)
+    with daemon_in_thread(config, min((assets / "camera_traps_lila" / "images").iterdir())) as (daemon, _thread):
+        sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
+        try:
+            wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
+            # The container's clock is not NTP-synchronised; a device with a trusted clock checks ts.
+            daemon.publisher.clock = SystemClock(rtc=True)
+            yield daemon, sub
+        finally:
+            sub.close()
 
 
 def _ask(sub: Subscriber, name: str, payload: dict | bytes, *, correlation: bytes | None = None) -> dict:

@@ -13,12 +13,11 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import WILDEDGE, wait_until
+from daemon_helpers import WILDEDGE, daemon_in_thread, external_trigger_config, wait_until
 from mqtt_helpers import Subscriber
 
 from edge.config import config_from_dict
@@ -56,59 +55,41 @@ def umask_022():
 
 @pytest.mark.assets
 def test_a_running_daemon_keeps_its_state_to_its_owner(tmp_path, assets, stamped, broker, umask_022):
-    import cv2
+    from edge.daemon import state_paths
 
-    from edge.capture import FakeCamera
-    from edge.clock import SystemClock
-    from edge.daemon import Daemon, state_paths
-
-    config = config_from_dict({
-        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
-        "camera": {"type": "opencv", "source": 0},
-        "trigger": {"type": "external"},
-        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
-        "privacy": {"person": "keep"},
-        "storage": {"min_free": 0},
-        "mqtt": {"url": broker.url, "keepalive": "5s"},
-    })
-    frame = cv2.imread(str(sorted((assets / PHOTOS).iterdir())[0]))
-    camera = FakeCamera([frame], clock=SystemClock(), loop=True)
-    daemon = Daemon(config, camera_factory=lambda: camera)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
+    config = config_from_dict(external_trigger_config(tmp_path, model=stamped["fastestdet"], broker_url=broker.url))
     state = tmp_path / "state"
     db, images, sock = state_paths(state)
-    sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/cmd/result")
-    try:
-        wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
-        assert send_command(sock, {"cmd": "capture", "burst": 2})["ok"]
-        wait_until(lambda: daemon.counts["frames"] == 2 and list(images.rglob("*.jpg")))
-        sub.publish("wildedge/trap-01/cmd/set", '{"id": "s1", "values": {"detector.conf": 0.3}}')
-        sub.wait_for(lambda: sub.json("/cmd/result"))
-        assert sub.json("/cmd/result")[0]["ok"] is True
+    with daemon_in_thread(config, sorted((assets / PHOTOS).iterdir())[0]) as (daemon, thread):
+        sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/cmd/result")
+        try:
+            wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
+            assert send_command(sock, {"cmd": "capture", "burst": 2})["ok"]
+            wait_until(lambda: daemon.counts["frames"] == 2 and list(images.rglob("*.jpg")))
+            sub.publish("wildedge/trap-01/cmd/set", '{"id": "s1", "values": {"detector.conf": 0.3}}')
+            sub.wait_for(lambda: sub.json("/cmd/result"))
+            assert sub.json("/cmd/result")[0]["ok"] is True
 
-        # the control socket: what `wildedge trigger` needs, never settings
-        assert _mode(sock) == 0o600 and stat.S_ISSOCK(sock.lstat().st_mode)
-        assert send_command(sock, {"cmd": "ping"}) == {"ok": True, "pong": True}
-        assert send_command(sock, {"cmd": "status"})["ok"] is True
-        refused = send_command(sock, {"cmd": "set", "values": {"detector.conf": 0.9}})
-        assert refused["ok"] is False and "not served on the control socket" in refused["error"]
-        assert daemon.config.detector.conf == 0.3
+            # the control socket: what `wildedge trigger` needs, never settings
+            assert _mode(sock) == 0o600 and stat.S_ISSOCK(sock.lstat().st_mode)
+            assert send_command(sock, {"cmd": "ping"}) == {"ok": True, "pong": True}
+            assert send_command(sock, {"cmd": "status"})["ok"] is True
+            refused = send_command(sock, {"cmd": "set", "values": {"detector.conf": 0.9}})
+            assert refused["ok"] is False and "not served on the control socket" in refused["error"]
+            assert daemon.config.detector.conf == 0.3
 
-        # while it runs: the WAL and shared-memory files exist, and nothing is open to others
-        for path in (state, db, Path(f"{db}-wal"), Path(f"{db}-shm"), state / "remote-settings.json"):
-            assert path.exists(), path
-        assert _mode(state) == 0o700 and _mode(db) == 0o600
-        assert _mode(Path(f"{db}-wal")) == 0o600 and _mode(Path(f"{db}-shm")) == 0o600
-        assert _mode(state / "remote-settings.json") == 0o600
-        saved = list(images.rglob("*.jpg"))
-        assert saved and all(_mode(p) == 0o600 for p in saved)
-        assert all(_mode(p) == 0o700 for p in [images, *images.rglob("*")] if p.is_dir())
-        assert _open_to_others(state) == []
-    finally:
-        sub.close()
-        daemon.stop()
-        thread.join(15)
+            # while it runs: the WAL and shared-memory files exist, and nothing is open to others
+            for path in (state, db, Path(f"{db}-wal"), Path(f"{db}-shm"), state / "remote-settings.json"):
+                assert path.exists(), path
+            assert _mode(state) == 0o700 and _mode(db) == 0o600
+            assert _mode(Path(f"{db}-wal")) == 0o600 and _mode(Path(f"{db}-shm")) == 0o600
+            assert _mode(state / "remote-settings.json") == 0o600
+            saved = list(images.rglob("*.jpg"))
+            assert saved and all(_mode(p) == 0o600 for p in saved)
+            assert all(_mode(p) == 0o700 for p in [images, *images.rglob("*")] if p.is_dir())
+            assert _open_to_others(state) == []
+        finally:
+            sub.close()
     assert not thread.is_alive()
     assert _open_to_others(state) == []
 

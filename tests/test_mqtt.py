@@ -4,13 +4,12 @@ the protocol fallback, and the daemon's commands (with a hypothesis fuzz)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from daemon_helpers import WILDEDGE, wait_until
+from daemon_helpers import WILDEDGE, daemon_in_thread, external_trigger_config, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_helpers import Subscriber, V311OnlyProxy
@@ -180,35 +179,16 @@ def test_auto_falls_back_to_311_when_the_broker_refuses_mqtt_5(broker, store, re
 @pytest.fixture
 def running(tmp_path, assets, stamped, broker):
     """An in-process daemon (scripted camera, external trigger) connected to ``broker``, and a client."""
-    import cv2
-
-    from edge.capture import FakeCamera
-    from edge.clock import SystemClock
-    from edge.daemon import Daemon
-
-    config = config_from_dict({
-        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
-        "camera": {"type": "opencv", "source": 0},
-        "trigger": {"type": "external"},
-        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
-        "privacy": {"person": "keep"},
-        "storage": {"min_free": 0},
-        "mqtt": {"url": broker.url, "keepalive": "5s"},
-    })
-    frame = cv2.imread(str(sorted((assets / "camera_traps_lila" / "images").iterdir())[0]))
-    camera = FakeCamera([frame], clock=SystemClock(), loop=True)
-    daemon = Daemon(config, camera_factory=lambda: camera)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
-    # commands sent before the broker acknowledged the daemon's subscription would be lost
-    wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
-    try:
-        yield daemon, sub, thread
-    finally:
-        sub.close()
-        daemon.stop()
-        thread.join(15)
+    config = config_from_dict(external_trigger_config(tmp_path, model=stamped["fastestdet"], broker_url=broker.url))
+    photo = sorted((assets / "camera_traps_lila" / "images").iterdir())[0]
+    with daemon_in_thread(config, photo) as (daemon, thread):
+        sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
+        try:
+            # commands sent before the broker acknowledged the daemon's subscription would be lost
+            wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
+            yield daemon, sub, thread
+        finally:
+            sub.close()
 
 
 def _ask(sub: Subscriber, name: str, payload: bytes | str, *, correlation: bytes | None = None) -> dict:
