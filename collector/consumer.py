@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from collector.db.engine import describe
 from collector.ingest import BatchResult, Incoming, Outcome, record_reject, store_batch
 from collector.wire import Rejected
-from edge.config.models import broker_address
+from edge.config.models import BrokerUrl
 from edge.errors import CollectorError, ConfigError
 from edge.mqtt.connect import secure
 
@@ -52,7 +52,7 @@ _MAX_PACKET = 268_435_455
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerOptions:
+class BrokerOptions(BrokerUrl):
     """Where and how to connect: ``mqtt://HOST[:PORT]`` or ``mqtts://`` (TLS), credentials, session."""
 
     url: str
@@ -64,18 +64,6 @@ class BrokerOptions:
     password_file: Path | None = None
     session_expiry: int = 7 * 86400
     keepalive: int = 30
-
-    @property
-    def tls(self) -> bool:
-        return broker_address(self.url)[0]
-
-    @property
-    def host(self) -> str:
-        return broker_address(self.url)[1]
-
-    @property
-    def port(self) -> int:
-        return broker_address(self.url)[2]
 
     def check(self) -> None:
         """Raises CollectorError (one line) for a URL or file that cannot work."""

@@ -203,7 +203,30 @@ def remote_settable(key: str, patterns: Sequence[str]) -> bool:
     return any(pattern in (key, f"{section}.*") for pattern in patterns)
 
 
-class MqttConfig(Section):
+class BrokerUrl:
+    """``tls``, ``host`` and ``port`` of the ``url`` attribute (``mqtt://`` or ``mqtts://``), for the
+    daemon's ``[mqtt]`` and the collector's broker options alike."""
+
+    __slots__ = ()
+    url: str
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS (``mqtts://``)."""
+        return broker_address(self.url)[0]
+
+    @property
+    def host(self) -> str:
+        """The broker's host name or address."""
+        return broker_address(self.url)[1]
+
+    @property
+    def port(self) -> int:
+        """The broker's port: the URL's, else 1883 (mqtt) or 8883 (mqtts)."""
+        return broker_address(self.url)[2]
+
+
+class MqttConfig(Section, BrokerUrl):
     """The MQTT broker results are delivered to."""
 
     url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS)")
@@ -308,21 +331,6 @@ class MqttConfig(Section):
         if self.password_file is not None and self.username is None:
             raise problem_at("username", "missing: password_file needs username")
         return self
-
-    @property
-    def tls(self) -> bool:
-        """Whether the connection uses TLS (``mqtts://``)."""
-        return broker_address(self.url)[0]
-
-    @property
-    def host(self) -> str:
-        """The broker's host name or address."""
-        return broker_address(self.url)[1]
-
-    @property
-    def port(self) -> int:
-        """The broker's port: the URL's, else 1883 (mqtt) or 8883 (mqtts)."""
-        return broker_address(self.url)[2]
 
 
 def broker_address(url: str) -> tuple[bool, str, int]:
