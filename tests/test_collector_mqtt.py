@@ -24,11 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.consumer import BrokerOptions, Collector
 from collector.db import migrate, open_engine
-
 from edge.payload import encode_event, encode_model, encode_status
 from edge.store import DetectionRecord, EventRecord, FrameRecord, new_uid
-
-pytest.importorskip("sqlalchemy")
 
 T0 = datetime(2026, 6, 1, 4, 30, tzinfo=timezone.utc)
 

@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from collector_helpers import collector_process
 from daemon_helpers import WILDEDGE, copy_photos, frame_count, run_and_kill, wait_until
 from mqtt_helpers import daemon_config
 
 from edge.daemon import state_paths
 from edge.store import Store
-
-sqlalchemy = pytest.importorskip("sqlalchemy")
 
 
 def _device(tmp_path: Path, name: str, *, model: Path, photos: Path, url: str,
