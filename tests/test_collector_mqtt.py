@@ -9,7 +9,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as paho
-import pytest
 from collector_helpers import (
     collector_process,
     event_ids,
