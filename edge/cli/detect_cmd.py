@@ -38,6 +38,23 @@ def _format_for(output: Path, fmt: str | None) -> str:
     return fmt
 
 
+def _tiling(tile: int | None, overlap: float | None, full_frame: bool) -> float:
+    """The tile overlap to use; refuses tiling options that cannot work or would be ignored."""
+    from edge.inference.tiling import MIN_TILE
+
+    if tile is None:
+        if overlap is not None:
+            raise _fail("--overlap needs --tile")
+        if not full_frame:
+            raise _fail("--no-full-frame needs --tile")
+        return 0.2
+    if tile < MIN_TILE:
+        raise _fail(f"--tile must be at least {MIN_TILE} pixels, got {tile} (leave --tile out for no tiling)")
+    if overlap is not None and not 0.0 <= overlap < 1.0:
+        raise _fail(f"--overlap must be within [0, 1), got {overlap}")
+    return 0.2 if overlap is None else overlap
+
+
 def _progress(total: int, enabled: bool):
     """A rich progress bar on an interactive terminal, else nothing."""
     if not enabled or not sys.stderr.isatty():
@@ -58,8 +75,11 @@ def detect(
                          "(default for a .csv output).")] = None,
     conf: Annotated[Optional[float], typer.Option(help="Confidence threshold; default: the card's.")] = None,
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold; default: the card's.")] = None,
-    tile: Annotated[Optional[int], typer.Option(help="Tile size in pixels for small objects on large frames.")] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap ratio.")] = 0.2,
+    tile: Annotated[Optional[int], typer.Option(help=(
+        "Tile size in pixels (at least 32) for small objects on large frames; each tile is resized to the "
+        "model's input."))] = None,
+    overlap: Annotated[Optional[float], typer.Option(
+        help="With --tile: tile overlap ratio in [0, 1); default 0.2.")] = None,
     full_frame: Annotated[bool, typer.Option(
         "--full-frame/--no-full-frame", help="With --tile, also run on the whole frame.")] = True,
     classify_classes: Annotated[str, typer.Option(
@@ -86,6 +106,7 @@ def detect(
     from edge.models import resolve_model
     from edge.outputs import write_results
 
+    overlap = _tiling(tile, overlap, full_frame)
     out_format = _format_for(output, fmt)
     try:
         items, base = collect(paths)
