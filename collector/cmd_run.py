@@ -24,7 +24,7 @@ def run(
     client_id: Annotated[str | None, typer.Option(
         "--client-id", help="MQTT client id, stable across restarts and unique per process; "
                             "default wildedge-collector-<host>[-<group>]", show_default=False)] = None,
-    prefix: Annotated[str, typer.Option("--prefix", help="the devices' topic prefix (\\[mqtt] prefix)")] = "wildedge",
+    prefix: Annotated[str, typer.Option("--prefix", help="the devices' topic prefix ([mqtt] prefix)")] = "wildedge",
     allow_device: Annotated[list[str] | None, typer.Option(
         "--allow-device", help="accept only these device ids (repeat the option); default: every device")] = None,
     max_payload: Annotated[int, typer.Option(

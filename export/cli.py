@@ -10,7 +10,7 @@ import typer
 
 from export import cmd_export, cmd_quantize
 
-app = typer.Typer(help="Export models to ONNX, quantize to INT8 and verify accuracy (needs wildedge\\[export]).",
+app = typer.Typer(help="Export models to ONNX, quantize to INT8 and verify accuracy (needs wildedge[export]).",
                   no_args_is_help=True)
 
 app.command("detector")(cmd_export.detector)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +30,69 @@ class CheckpointError(WildedgeError):
     """A checkpoint exists that cannot be used as asked."""
 
 
+class OutputPathError(WildedgeError):
+    """The results file cannot be written where ``-o`` points; the message says why and what to do."""
+
+
+def check_output(output: Path, *, example: str = "results.json") -> None:
+    """Refuse a results path that could not be written, before any model is loaded or file processed.
+
+    Nothing is created: the nearest existing folder on the way is probed with a temporary file
+    (``os.access`` says yes to root even on a read-only mount).
+
+    Raises:
+        OutputPathError: ``output`` names no file (``-o ""``), is a folder, lies under a file, or its
+            folder (or the nearest existing one above it) is not writable.
+    """
+    if not output.name or output.name == "..":
+        raise OutputPathError(f"-o {str(output)!r} names no file; give a results file, e.g. -o {example}")
+    if output.is_dir():
+        raise OutputPathError(f"-o {output} is a folder; give a file inside it, e.g. -o {output / example}")
+    ckpt = checkpoint_path(output)
+    if ckpt.is_dir():
+        raise OutputPathError(f"-o {output}: {ckpt} is a folder, not a checkpoint; remove it or choose another name")
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputPathError(f"-o {output}: {folder} is a file, not a folder; choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wildedge-probe-"):
+            pass
+    except OSError as err:
+        raise OutputPathError(
+            f"-o {output}: cannot write in {folder} ({err.strerror or err}); choose a writable folder") from None
+
+
+#: The command-line option behind each checkpoint setting (a setting not listed is ``--<key>``).
+SETTING_OPTIONS = {
+    "detector": "-m/--model (another detector file)", "classifier": "-c/--classifier (another classifier file)",
+    "classify": "--classify-classes", "full_frame": "--full-frame/--no-full-frame",
+    "reduced": "--reduced/--full-decode", "base": "the input paths (another common folder)",
+}
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def differences(old: Any, new: dict[str, Any]) -> str:
+    """The options whose values differ between two runs' settings, e.g. ``--conf (0.25 then, 0.3 now)``."""
+    if not isinstance(old, dict):
+        return "unreadable settings in the checkpoint"
+    parts = []
+    for key in sorted(set(old) | set(new), key=lambda k: list(new).index(k) if k in new else len(new)):
+        if old.get(key) == new.get(key):
+            continue
+        option = SETTING_OPTIONS.get(key, f"--{key.replace('_', '-')}")
+        if key in ("detector", "classifier", "base"):
+            parts.append(option)
+        else:
+            parts.append(f"{option} ({_shown(old.get(key))} then, {_shown(new.get(key))} now)")
+    return ", ".join(parts)
+
+
 def load(path: Path, settings: dict[str, Any]) -> dict[str, FileResult]:
     """Results already in the checkpoint at ``path``; a torn last line (power cut) is ignored.
 
@@ -43,9 +107,10 @@ def load(path: Path, settings: dict[str, Any]) -> dict[str, FileResult]:
     except (json.JSONDecodeError, IndexError) as err:
         raise CheckpointError(f"{path} is not a wildedge checkpoint; delete it to start over") from err
     if header.get("settings") != settings:
+        changed = differences(header.get("settings"), settings)
         raise CheckpointError(
-            f"{path} was written by a run with other settings ({header.get('settings')}); "
-            "rerun with the same model and options, or delete it to start over"
+            f"{path} was written by a run with other settings: {changed}; rerun with the same options "
+            "to continue it, or delete it to start over"
         )
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():

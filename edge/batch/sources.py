@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,18 @@ class Item:
     is_video: bool
 
 
-def _walk(folder: Path) -> tuple[list[Path], int]:
-    found, skipped = [], 0
+#: Photo formats a camera may write that wildedge cannot decode, and what to do about them.
+UNREADABLE_PHOTOS = {
+    ".heic": "HEIC", ".heif": "HEIC", ".avif": "AVIF",
+    ".dng": "raw", ".cr2": "raw", ".cr3": "raw", ".nef": "raw", ".arw": "raw", ".orf": "raw", ".rw2": "raw",
+}
+_CONVERT_HINT = ("convert them to JPEG first (e.g. 'heif-convert IN.heic OUT.jpg' for HEIC, or your raw "
+                 "converter), or set the camera to save JPEG")
+
+
+def _walk(folder: Path) -> tuple[list[Path], Counter[str]]:
+    found: list[Path] = []
+    skipped: Counter[str] = Counter()
     visited: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -44,8 +55,35 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
             if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES:
                 found.append(Path(root) / file)
             else:
-                skipped += 1
+                skipped[suffix] += 1
     return found, skipped
+
+
+def skipped_photos(skipped: Counter[str]) -> str | None:
+    """``"4 .heic files (HEIC)"``-style text for photos in formats wildedge cannot read, or None."""
+    seen = sorted((suffix, count) for suffix, count in skipped.items() if suffix in UNREADABLE_PHOTOS)
+    if not seen:
+        return None
+    kinds = sorted({UNREADABLE_PHOTOS[suffix] for suffix, _ in seen})
+    files = ", ".join(f"{count} {suffix} file{'s' if count > 1 else ''}" for suffix, count in seen)
+    return f"{files} ({' and '.join(kinds)}, which wildedge cannot read)"
+
+
+def nothing_found(paths: list[Path]) -> str:
+    """The one-line error for paths holding no photo or video: what was seen and skipped, and what to do."""
+    skipped: Counter[str] = Counter()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            skipped += _walk(path)[1]
+    where = ", ".join(str(p) for p in paths)
+    unreadable = skipped_photos(skipped)
+    if unreadable:
+        return f"no photos or videos wildedge can read in {where}: skipped {unreadable}; {_CONVERT_HINT}"
+    other = sum(skipped.values())
+    extra = f" (skipped {other} other file{'s' if other != 1 else ''})" if other else ""
+    suffixes = " ".join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))
+    return f"no photos or videos found in {where}{extra}; wildedge reads {suffixes}"
 
 
 def collect(paths: list[Path]) -> tuple[list[Item], Path]:
@@ -60,12 +98,16 @@ def collect(paths: list[Path]) -> tuple[list[Item], Path]:
     """
     files: list[Path] = []
     roots: list[Path] = []
+    warnings: list[str] = []  # said only when something is left to process (else the caller's error says it)
     for raw in paths:
         path = Path(raw).expanduser().resolve()
         if path.is_dir():
             found, skipped = _walk(path)
-            if skipped:
-                logger.info("%s: skipped %d files that are neither photos nor videos", raw, skipped)
+            unreadable = skipped_photos(skipped)
+            if unreadable:
+                warnings.append(f"{raw}: skipped {unreadable}; {_CONVERT_HINT}")
+            elif skipped:
+                logger.info("%s: skipped %d files that are neither photos nor videos", raw, sum(skipped.values()))
             files.extend(found)
             roots.append(path)
         elif path.exists():
@@ -73,6 +115,8 @@ def collect(paths: list[Path]) -> tuple[list[Item], Path]:
             roots.append(path.parent)
         else:
             raise FileNotFoundError(f"no such file or folder: {raw}")
+    for warning in warnings if files else ():
+        logger.warning("%s", warning)
     base = Path(os.path.commonpath(roots)) if roots else Path.cwd()
     seen: set[Path] = set()
     items = []

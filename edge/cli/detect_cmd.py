@@ -14,7 +14,7 @@ import typer
 from edge.batch import checkpoint
 from edge.batch.results import FileResult, ModelInfo, RunInfo
 from edge.batch.runner import BatchRunner
-from edge.batch.sources import collect
+from edge.batch.sources import collect, nothing_found
 from edge.errors import WildedgeError
 from edge.inference.card import sha256_file
 from edge.inference.labels import expand_classes
@@ -108,12 +108,16 @@ def detect(
 
     overlap = _tiling(tile, overlap, full_frame)
     out_format = _format_for(output, fmt)
+    try:  # before any model is loaded: a bad -o must not cost a whole run
+        checkpoint.check_output(output, example="results.csv" if out_format == "csv" else "results.json")
+    except WildedgeError as err:
+        raise _fail(str(err)) from err
     try:
         items, base = collect(paths)
     except FileNotFoundError as err:
         raise _fail(str(err)) from err
     if not items:
-        raise _fail(f"no photos or videos found in {', '.join(str(p) for p in paths)}")
+        raise _fail(nothing_found(paths))
     try:
         detector_path = resolve_model(model)
         det = Detector(detector_path, conf=conf, iou=iou, threads=threads, spin=False)
@@ -173,7 +177,11 @@ def detect(
         classifier=ModelInfo(cls.model.path.name, cls.labels, 0.0, cls.card.preprocess.input_size) if cls else None,
         completed=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
     )
-    write_results(out_format, results, output, run=run, base_dir=base)
+    try:
+        write_results(out_format, results, output, run=run, base_dir=base)
+    except OSError as err:
+        raise _fail(f"cannot write {output}: {err.strerror or err}; the results are kept in {ckpt}: "
+                    "fix the cause and rerun with --resume") from err
     ckpt.unlink(missing_ok=True)
 
     failed = [r for r in results if r.failure]

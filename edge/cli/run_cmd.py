@@ -1,8 +1,9 @@
 """``wildedge run``, ``wildedge check`` and ``wildedge trigger``: the field daemon's commands.
 
 Every expected failure (bad config, missing model, camera that cannot open, unwritable state
-directory) ends with one ``error:`` line and a non-zero exit, never a traceback:
-exit 2 for an invalid config, 1 for anything else.
+directory) ends with one ``error:`` line naming the file or key (a config with several problems:
+then one ``key.path: message`` line each) and a non-zero exit, never a traceback: exit 2 for an
+invalid config, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -28,16 +29,57 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
     help="Override one config value, e.g. --set trigger.interval=5m (repeatable).")]
 
 
-def _load(config: Path, overrides: list[str] | None) -> Any:
-    """The validated config, or exit 2 with one ``key.path: message`` line per problem."""
+def runtime_problems(cfg: Any) -> list[str]:
+    """What ``run`` would refuse in a config that validates: the active windows, the trigger and the
+    external-trigger queue built exactly as the daemon builds them (no camera or GPIO is opened).
+
+    ``check``, ``run`` and ``trigger`` all load through :func:`_load`, so ``check`` refuses exactly
+    what ``run`` refuses, with the same ``key.path: message`` lines.
+    """
+    from edge.config.build import build_external, build_triggers, build_windows
+
+    if cfg.trigger is None:
+        steps = [("trigger", lambda: build_external(cfg))]
+    else:
+        tz = cfg.device.zone()
+        steps = [("trigger.active", lambda: build_windows(cfg, tz=tz)),
+                 ("trigger", lambda: build_triggers(cfg, tz=tz, external=build_external(cfg)))]
+    problems = []
+    for key, build in steps:
+        try:
+            build()
+        except (ValueError, ConfigError) as err:
+            problems.append(f"{key}: {err}")
+    return problems
+
+
+def _validated(config: Path, overrides: list[str] | None) -> Any:
+    """``load_config`` plus :func:`runtime_problems`; raises InvalidConfigError for either."""
     from edge.config import InvalidConfigError, load_config
 
+    cfg = load_config(config, overrides=overrides or [])
+    problems = runtime_problems(cfg)
+    if problems:
+        raise InvalidConfigError(problems, source=str(config))
+    return cfg
+
+
+def _load(config: Path, overrides: list[str] | None) -> Any:
+    """The validated config, or exit 2 with one ``key.path: message`` line per problem."""
+    from edge.config import InvalidConfigError
+
     try:
-        return load_config(config, overrides=overrides or [])
+        return _validated(config, overrides)
     except InvalidConfigError as err:
-        typer.echo(f"error: invalid config {config}:", err=True)
-        for problem in err.problems:
-            typer.echo(f"  {problem}", err=True)
+        # One problem: one line naming the file and the key. Several: one ``error:`` line naming
+        # the file, then one ``key.path: message`` line each.
+        problems = [p if p.startswith(str(config)) else f"{config}: {p}" for p in err.problems]
+        if len(problems) == 1:
+            typer.echo(f"error: {problems[0]}", err=True)
+        else:
+            typer.echo(f"error: invalid config {config} ({len(problems)} problems):", err=True)
+            for problem in err.problems:
+                typer.echo(f"  {problem}", err=True)
         raise typer.Exit(2) from None
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
@@ -50,14 +92,14 @@ def _with_remote_settings(cfg: Any, path: Path, overrides: list[str] | None) -> 
     Remote settings that no longer validate (the file was edited since) are ignored with a
     warning: a trap must not refuse to start over a stale remote change.
     """
-    from edge.config import InvalidConfigError, load_config
+    from edge.config import InvalidConfigError
     from edge.mqtt.device import OVERRIDES_FILE, read_overrides
 
     remote = read_overrides(Path(cfg.device.state_dir))
     if not remote:
         return cfg
     try:
-        return load_config(path, overrides=[*remote, *(overrides or [])])
+        return _validated(path, [*remote, *(overrides or [])])
     except InvalidConfigError as err:
         typer.echo(f"warning: remote settings in {Path(cfg.device.state_dir) / OVERRIDES_FILE} ignored: "
                    + "; ".join(err.problems), err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -17,10 +17,27 @@ def problem_at(key: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("config_problem", message, {"at": key})
 
 
+_FLAG_TYPES = (bool, bool | None, Optional[bool])
+
+
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are frozen after loading."""
+    """Base of every config section: unknown keys are errors, values are frozen after loading, and a
+    yes/no key takes only ``true`` or ``false`` (pydantic alone would read ``"yes"``, ``"off"`` or ``1``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_flags(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(name)
+            if field.annotation in _FLAG_TYPES and name in data and not isinstance(value, bool):
+                if value is None and field.annotation is not bool:
+                    continue
+                raise problem_at(name, f"must be true or false (got {value!r})")
+        return data
 
 
 # --- cameras -----------------------------------------------------------------------------------------
@@ -102,6 +119,17 @@ CameraConfig = Annotated[FolderCamera | OpenCVCamera | Picamera2Camera, Field(di
 
 # --- triggers ----------------------------------------------------------------------------------------
 
+#: The longest timelapse interval (the trigger's slots are wall-clock multiples within one day).
+MAX_TIMELAPSE_INTERVAL = timedelta(days=1)
+
+
+def _seconds_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
 
 class _Trigger(Section):
     """Keys every trigger has."""
@@ -121,7 +149,16 @@ class TimelapseTrigger(_Trigger):
     """Fire every ``interval``, aligned to the local wall clock."""
 
     type: Literal["timelapse"] = Field(description="trigger kind")
-    interval: PositiveDuration = Field(description="time between firings, aligned to the wall clock")
+    interval: PositiveDuration = Field(
+        description="time between firings, aligned to the wall clock; at most 1d")
+
+    @field_validator("interval")
+    @classmethod
+    def _at_most_a_day(cls, value: timedelta) -> timedelta:
+        if value > MAX_TIMELAPSE_INTERVAL:
+            raise ValueError(f"must be at most 1d: slots restart at local midnight every day "
+                             f"(got {_seconds_text(value)})")
+        return value
 
     @model_validator(mode="after")
     def _check_burst(self) -> TimelapseTrigger:

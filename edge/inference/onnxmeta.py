@@ -103,12 +103,22 @@ def _load(path: Path) -> bytes:
     return data
 
 
+def _model_fields(path: Path, view: memoryview) -> list[tuple[int, int, int, int]]:
+    """``_fields`` of a whole model file; a parse error names the file (``-m`` and ``-c`` both take one)."""
+    try:
+        return _fields(view)
+    except ModelError as err:
+        detail = str(err).removeprefix("not an ONNX file: ")
+        raise ModelError(f"not an ONNX file: {path} ({detail}); check the path, or export the model to "
+                         "ONNX first") from None
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """Return the ``metadata_props`` of an ONNX file as a dict."""
     data = _load(Path(path))
     view = memoryview(data)
     props: dict[str, str] = {}
-    for number, _, vstart, end in _fields(view):
+    for number, _, vstart, end in _model_fields(Path(path), view):
         if number == _METADATA_FIELD:
             key, value = _parse_entry(view[vstart:end])
             props[key] = value
@@ -125,7 +135,7 @@ def write_metadata(
     data = _load(Path(src))
     view = memoryview(data)
     out = bytearray()
-    for number, start, vstart, end in _fields(view):
+    for number, start, vstart, end in _model_fields(Path(src), view):
         if number == _METADATA_FIELD:
             key, _ = _parse_entry(view[vstart:end])
             if key in updates:
