@@ -1,0 +1,194 @@
+"""A new user's first ten minutes (issue 12, items 9-14): every mistake ends in one ``error:`` line that
+names the file, option or key and says what to do; never a traceback, never work thrown away.
+
+Most tests run the real ``wildedge`` entry point in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from daemon_helpers import WILDEDGE
+
+from edge.batch import checkpoint
+from edge.batch.sources import nothing_found
+from edge.config import InvalidConfigError, config_from_dict
+from edge.errors import WildedgeError
+
+
+def _cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*WILDEDGE, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _one_error(result: subprocess.CompletedProcess, *needles: str, code: int | None = None) -> str:
+    """The single ``error:`` line of a failed command (stderr holds nothing else), checked for needles."""
+    shown = (result.returncode, result.stdout, result.stderr)
+    assert result.returncode != 0, shown
+    if code is not None:
+        assert result.returncode == code, shown
+    assert "Traceback" not in result.stderr + result.stdout, shown
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), shown
+    for needle in needles:
+        assert needle in lines[0], (needle, shown)
+    return lines[0]
+
+
+def _config(path: Path, tmp: Path, **sections: str) -> Path:
+    text = {
+        "device": f'id = "trap-01"\nstate_dir = "{tmp / "state"}"',
+        "camera": f'type = "folder"\npath = "{tmp}"',
+        "detector": f'model = "{tmp / "absent.onnx"}"',
+    }
+    text.update(sections)
+    path.write_text("\n".join(f"[{name}]\n{body}\n" for name, body in text.items()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "IMG_0001.JPG").write_bytes(b"\xff\xd8 not really a photo")
+    return folder
+
+
+# -- item 11: output paths are checked before inference ----------------------------------------------
+
+@pytest.mark.parametrize("kind", ["folder", "empty", "under a file"])
+def test_a_bad_output_path_fails_before_any_model_is_loaded(tmp_path, photos, kind):
+    target = {"folder": str(tmp_path / "out"), "empty": "", "under a file": str(photos / "IMG_0001.JPG" / "r.json")}
+    (tmp_path / "out").mkdir()
+    # The model does not exist: the error is about -o, so the output was checked first.
+    result = _cli("detect", str(photos), "-m", str(tmp_path / "absent.onnx"), "-o", target[kind])
+    line = _one_error(result, "-o", code=2)
+    assert "absent.onnx" not in line
+    assert {"folder": "is a folder", "empty": "names no file", "under a file": "is a file"}[kind] in line
+    assert not list(tmp_path.rglob("*.checkpoint.jsonl"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode-0555 folder; the probe is tested below")
+def test_a_read_only_output_folder_fails_before_inference(tmp_path, photos):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = _cli("detect", str(photos), "-m", str(tmp_path / "absent.onnx"), "-o", str(folder / "r.json"))
+    finally:
+        folder.chmod(0o755)
+    _one_error(result, "cannot write in", str(folder), code=2)
+
+
+def test_the_output_probe_catches_what_os_access_misses(tmp_path, monkeypatch):
+    def refuse(**_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(checkpoint.OutputPathError, match=r"cannot write in .* \(Permission denied\); choose"):
+        checkpoint.check_output(tmp_path / "new" / "r.json")
+    assert not (tmp_path / "new").exists()  # nothing is created by the check
+
+
+# -- item 10: check refuses exactly what run refuses --------------------------------------------------
+
+@pytest.mark.parametrize("interval", ["25h", "2d", "86401"])
+def test_an_interval_run_would_refuse_fails_check_and_run_alike(tmp_path, interval):
+    cfg = _config(tmp_path / "c.toml", tmp_path, trigger=f'type = "timelapse"\ninterval = "{interval}"')
+    lines = {command: _one_error(_cli(command, "--config", str(cfg)), "trigger.interval", str(cfg), code=2)
+             for command in ("check", "run")}
+    assert lines["check"] == lines["run"]
+    assert "at most 1d" in lines["check"]
+
+
+def test_a_whole_day_is_the_longest_interval():
+    base = {"device": {"id": "x"}, "camera": {"type": "folder", "path": "/tmp"}, "detector": {"model": "m.onnx"}}
+    assert config_from_dict({**base, "trigger": {"type": "timelapse", "interval": "24h"}}).trigger.interval.days == 1
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("camera.recursive", '"yes"'), ("camera.recursive", "1"), ("device.rtc", '"true"'), ("mqtt.health", '"off"'),
+])
+def test_yes_no_keys_take_only_true_or_false(key, value):
+    data = {"device": {"id": "x"}, "camera": {"type": "folder", "path": "/tmp"}, "detector": {"model": "m.onnx"},
+            "mqtt": {"url": "mqtt://localhost"}}
+    with pytest.raises(InvalidConfigError) as info:
+        config_from_dict(data, overrides=[f"{key}={value}"])
+    assert info.value.problems == [f"{key}: must be true or false (got {json.loads(value)!r})"]
+
+
+# -- item 12: messages that name the file and the option ------------------------------------------------
+
+def test_not_an_onnx_file_names_the_file(tmp_path, photos):
+    junk = tmp_path / "classifier.onnx"
+    junk.write_bytes(bytes(range(7, 250)) * 8)
+    line = _one_error(_cli("model", "show", str(junk)), code=2)
+    assert line.startswith(f"error: not an ONNX file: {junk} (")
+
+
+def test_a_heic_only_folder_says_what_was_skipped(tmp_path):
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    for name in ("IMG_1.HEIC", "IMG_2.heic", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    line = _one_error(_cli("detect", str(folder), "-m", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "r.json")),
+                      code=2)
+    assert "skipped 2 .heic files (HEIC" in line and "convert them to JPEG" in line
+    assert "no photos or videos found" in nothing_found([tmp_path / "photos-absent"])
+
+
+def test_resume_with_other_settings_names_the_options(tmp_path):
+    ckpt = tmp_path / "r.json.checkpoint.jsonl"
+    old = {"detector": "a" * 64, "conf": 0.25, "iou": 0.45, "tile": None, "top_k": None}
+    ckpt.write_text(json.dumps({"wildedge_checkpoint": 1, "settings": old}) + "\n")
+    with pytest.raises(WildedgeError) as info:
+        checkpoint.load(ckpt, {**old, "conf": 0.3, "tile": 640})
+    message = str(info.value)
+    assert "--conf (0.25 then, 0.3 now), --tile (null then, 640 now)" in message
+    assert "{" not in message and "delete it to start over" in message
+
+
+# -- usage errors: one line through the real entry point -------------------------------------------------
+
+def test_bad_invocations_each_end_in_one_line(tmp_path, photos):
+    bad_config = _config(tmp_path / "bad.toml", tmp_path, camera=f'type = "folder"\npath = "{tmp_path}"\n'
+                                                                    'recursive = "yes"')
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01hello")
+    model = str(tmp_path / "absent.onnx")
+    cases = [
+        (["detect"], "'paths'"),
+        (["detect", str(photos), "-m", model, "-o", "r.json", "--bogus"], "--bogus"),
+        (["detect", str(photos), "-m", model, "-o", "r.json", "--conf", "high"], "--conf"),
+        (["detect", str(photos), "-o", "r.json"], "--model"),
+        (["detect", str(tmp_path / "nowhere"), "-m", model, "-o", "r.json"], "nowhere"),
+        (["detect", str(photos), "-m", model, "-o", str(tmp_path / "r.json"), "-v"], "absent.onnx"),
+        (["detect", str(photos), "-m", str(junk), "-o", str(tmp_path / "r.json")], str(junk)),
+        (["frobnicate"], "frobnicate"),
+        (["model", "show", str(tmp_path / "absent.onnx")], "absent.onnx"),
+        (["model", "stamp", str(junk), "-o", "x.onnx", "--preset", "nope", "--labels", "l.txt"], "nope"),
+        (["model", "pull", "no-such-model"], "no-such-model"),
+        (["check", "--config", str(tmp_path / "absent.toml")], "absent.toml"),
+        (["check", "--config", str(bad_config)], "camera.recursive"),
+        (["run", "--config", str(bad_config), "-v"], "camera.recursive"),
+        (["results", "--config", str(tmp_path / "absent.toml")], "absent.toml"),
+        (["check", "--config", str(bad_config), "--set", "nonsense"], "--set"),
+    ]
+    env = {"WILDEDGE_CACHE": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda case: _cli(*case[0], env=env), cases))
+    for (args, needle), result in zip(cases, results):
+        line = _one_error(result, needle)
+        assert len(line) < 400, (args, line)
+
+
+def test_verbose_after_the_command_is_accepted_everywhere():
+    for command in (["detect"], ["check"], ["results"], ["model", "show"], ["model", "pull"], ["trigger"]):
+        result = _cli(*command, "--help")
+        assert result.returncode == 0 and "-v, --verbose" in result.stdout, (command, result.stdout)
+        assert "<bool>" not in result.stdout, command
