@@ -50,16 +50,16 @@ def check_tiling(*, tile: int, overlap: float) -> None:
 
 
 def tile_grid(width: int, height: int, *, tile: int, overlap: float) -> list[Box]:
-    """Tiles ``(x0, y0, x1, y1)`` covering the frame; the last row/column is shifted to end at the edge."""
+    """Tiles ``(x0, y0, x1, y1)`` covering the frame, evenly spaced from edge to edge, as few as give
+    every pair of neighbours at least ``overlap`` of a tile in common."""
     check_tiling(tile=tile, overlap=overlap)
     step = max(1, int(tile * (1.0 - overlap)))
 
     def starts(size: int) -> list[int]:
         if size <= tile:
             return [0]
-        points = list(range(0, size - tile, step))
-        points.append(size - tile)
-        return points
+        count = -(-(size - tile) // step) + 1
+        return [round(i * (size - tile) / (count - 1)) for i in range(count)]
 
     return [
         (x, y, min(width, x + tile), min(height, y + tile))
