@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +107,25 @@ def configure_logging(
     root.setLevel(level_for(verbosity))
     logger.debug("logging configured (journald=%s, level=%s)", journald, logging.getLevelName(root.level))
     return handler
+
+
+
+def event_line(event: Any, frames: Sequence[Any] = ()) -> str:
+    """The one INFO line the daemon logs per event, e.g. ``event 01J...: 1 zebra (0.91) in IMG_0001.JPG``.
+
+    ``event`` is an :class:`~edge.store.records.EventRecord` and ``frames`` its burst's processed
+    frames: every class with its count and best score, then the classifier's verdict when there is
+    one, and where it came from (a folder camera's file, else the trigger). Frames without
+    detections make no event, so an empty night logs nothing.
+    """
+    summary = event.summary or {}
+    classes = sorted(summary.get("classes") or [], key=lambda c: -float(c.get("best_score", 0.0)))
+    seen = ", ".join(f"{c.get('count', 0)} {c.get('label', '?')} ({float(c.get('best_score', 0.0)):.2f})"
+                     for c in classes) or "nothing"
+    verdict = summary.get("classification") or {}
+    if verdict.get("label"):
+        seen += f"; classified {verdict['label']} ({float(verdict.get('mean_prob', 0.0)):.2f})"
+    source = next((f.record.source for f in frames if f.record.uid == event.best_frame_uid and f.record.source),
+                  None)
+    where = f" in {os.path.basename(source)}" if source else f" ({event.trigger} trigger)" if event.trigger else ""
+    return f"event {event.uid}: {seen}{where}"

@@ -192,3 +192,38 @@ def test_verbose_after_the_command_is_accepted_everywhere():
         result = _cli(*command, "--help")
         assert result.returncode == 0 and "-v, --verbose" in result.stdout, (command, result.stdout)
         assert "<bool>" not in result.stdout, command
+
+
+# -- item 13: one INFO line per event at default verbosity -----------------------------------------------
+
+def test_the_daemon_logs_one_line_per_event_and_none_for_empty_frames(tmp_path, stamped, assets):
+    import cv2
+    import numpy as np
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    zebra = assets / "coco_val2017_animal_samples" / "000000001818.jpg"
+    (photos / "IMG_0001.JPG").write_bytes(zebra.read_bytes())
+    for index in (2, 3, 4):  # empty frames: a grey night
+        cv2.imwrite(str(photos / f"IMG_000{index}.JPG"), np.full((480, 640, 3), 90, np.uint8))
+    cfg = _config(tmp_path / "c.toml", photos, camera=f'type = "folder"\npath = "{photos}"',
+                  detector=f'model = "{stamped["yolox"]}"')
+    result = _cli("run", "--config", str(cfg), "--once")
+    assert result.returncode == 0, result.stderr
+    events = [line for line in result.stderr.splitlines() if " INFO edge.daemon: event " in line]
+    assert len(events) == 1, result.stderr
+    assert events[0].endswith("in IMG_0001.JPG") and ": 1 zebra (0." in events[0]
+
+
+def test_the_event_line_names_the_classes_the_verdict_and_the_trigger():
+    from types import SimpleNamespace
+
+    from edge.logsetup import event_line
+
+    summary = {"classes": [{"label": "bird", "count": 1, "best_score": 0.4},
+                           {"label": "zebra", "count": 2, "best_score": 0.91}],
+               "classification": {"label": "plains zebra", "mean_prob": 0.8}}
+    event = SimpleNamespace(uid="e1", summary=summary, best_frame_uid="f1", trigger="timelapse")
+    frame = SimpleNamespace(record=SimpleNamespace(uid="f1", source=None))
+    assert event_line(event, [frame]) == ("event e1: 2 zebra (0.91), 1 bird (0.40); classified plains zebra (0.80) "
+                                          "(timelapse trigger)")
