@@ -18,8 +18,8 @@ exclusively, reading one takes it shared.
 
 Clock handling (docs/wire-format.md): an event made while the device clock was not synchronised
 (``s`` 0) is moved to ``m + (t_ref - m_ref)`` as soon as a message from the same boot with a
-synchronised clock gives the reference, whichever arrives first. A folder camera's event (trigger
-``file``) carries the photo's own EXIF time and is never rewritten.
+synchronised clock gives the reference, whichever arrives first. A folder camera's event (marked
+``"c":1``; from older devices, trigger ``file``) carries the photo's own EXIF time and is never rewritten.
 """
 
 from __future__ import annotations
@@ -224,8 +224,12 @@ def _inserted(conn: Connection, stmt: Any) -> bool:
 # -- events and effort ---------------------------------------------------------------------------------
 
 def _clock(conn: Connection, device: str, raw: dict[str, Any], t: int, trigger: str) -> tuple[int, str]:
-    """(best time, clock) of a message sent at device time ``t``."""
-    if trigger == "file":
+    """(best time, clock) of a message sent at device time ``t``.
+
+    An event marked ``"c":1`` (a folder camera's photo, whatever its trigger) or, from a device older
+    than that marker, with trigger ``file`` carries the camera's own time: never corrected.
+    """
+    if raw.get("c") == 1 or trigger == "file":
         return t, "camera"
     if raw["s"] == 1:
         return t, "synced"

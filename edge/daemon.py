@@ -362,20 +362,18 @@ class Daemon(Upkeep):
         self.store.commit_burst([p.record for p in frames], event, messages)
         if messages and self.publisher is not None:
             self.publisher.notify()
-        if event is not None and self.ha_tally is not None and event.clock_synced:
-            # Home Assistant shows names, not class indices; a 1970 time from an unsynchronised
-            # clock would show as the last detection, so only synchronised events are tallied.
-            vote = event.summary.get("classification") or {}
-            label = vote.get("label") or event.summary["best"]["label"]
-            self.ha_tally.add(label, event.captured_at, self.tz)
+        if event is not None and self.ha_tally is not None:
+            # Home Assistant shows names, not class indices; a time the device does not know yet (an
+            # unsynchronised clock) waits for the clock (edge/mqtt/homeassistant.py, DetectionTally).
+            self.ha_tally.add_event(event, frames, clock=self.clock, tz=self.tz)
             self.publisher.set_retained(self.ha_topic, self.ha_tally.state())
+            try:  # today's count survives a restart within the day
+                self.store.set_meta(self.ha_tally.META_KEY, self.ha_tally.dumps())
+            except StoreError as err:
+                logger.warning("Home Assistant tally not saved: %s", err)
         self.counts["frames"] += len(frames)
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
-        if event is not None:  # one INFO line per event; frames without detections make none
-            from edge.logsetup import event_line
-
-            logger.info("%s", event_line(event, frames))
         self._untrimmed = True
 
     # -- building -----------------------------------------------------------------------------------
@@ -394,9 +392,11 @@ class Daemon(Upkeep):
 
             retained = ha.discovery_messages(prefix=cfg.mqtt.prefix, device=cfg.device.id,
                                              ha_prefix=cfg.mqtt.ha_prefix, version=__version__)
-            self.ha_tally = ha.DetectionTally()
+            self.ha_tally = ha.DetectionTally(cfg.device.id)
+            self.ha_tally.restore(self.store.get_meta(ha.TALLY_KEY))
+            self.ha_tally.follow(self.clock, self.tz)
             self.ha_topic = ha.ha_state_topic(cfg.mqtt.prefix, cfg.device.id)
-            retained.append((self.ha_topic, self.ha_tally.state(now=self.clock.now())))
+            retained.append((self.ha_topic, self.ha_tally.state()))
         location = (cfg.device.latitude, cfg.device.longitude) if cfg.mqtt.send_location else None
         self.publisher = stack.enter_context(Publisher(cfg.mqtt, device=cfg.device.id, store=self.store,
                                                        on_command=self._remote, model=model, retained=retained,

@@ -249,8 +249,17 @@ def _vote(summary: Mapping[str, Any], rows: list[list[int]]) -> list[int] | None
     return None if row[1:] == [1, 1] and classified == [row[0]] else row
 
 
+def camera_clock(frame: FrameRecord) -> bool:
+    """Whether ``frame``'s time is the camera's own clock, not the device's: a file a folder camera read.
+
+    Its time is the photo's EXIF time (else the file's modification time), set by whatever camera
+    took it, possibly years ago; the device clock's state and boot say nothing about it.
+    """
+    return frame.source is not None
+
+
 def encode_event(event: EventRecord, best_frame: FrameRecord, *, device: str, model_id: str,
-                 image: str | None, sticky: bool = False) -> bytes:
+                 image: str | None, sticky: bool = False, camera_clock: bool = False) -> bytes:
     """The event message of ``event``.
 
     Args:
@@ -260,6 +269,9 @@ def encode_event(event: EventRecord, best_frame: FrameRecord, *, device: str, mo
         model_id: ``mv``, the id of the retained model message (:func:`model_id`).
         image: the image path relative to the image store (a folder camera: to its folder); None: none.
         sticky: sticky-card mode: detections not flagged ``new`` are left out of ``x``.
+        camera_clock: ``event.captured_at`` is the camera's own time (a folder camera's photo: its EXIF
+            time, else its file time), not the device clock's: the message says so with ``"c":1``, and
+            carries ``"s":1`` without ``b``/``m``, so that no server "corrects" it from the device's boot.
 
     Raises:
         ValueError: the records disagree, or hold values v1 cannot carry.
@@ -272,7 +284,13 @@ def encode_event(event: EventRecord, best_frame: FrameRecord, *, device: str, mo
         raise _bad("event summary must be an object", event.summary)
     out = _head(device)
     out["e"], out["t"] = encode_id(event.uid), _seconds(event.captured_at)
-    _clock(out, event.clock_synced, event.boot_id, event.monotonic)
+    if not isinstance(camera_clock, bool):
+        raise _bad("camera_clock must be a bool", camera_clock)
+    if camera_clock:
+        # Not the device clock: nothing for a server to correct, whatever the device clock's state.
+        out["s"], out["c"] = 1, 1
+    else:
+        _clock(out, event.clock_synced, event.boot_id, event.monotonic)
     out["g"] = trigger_code(event.trigger)
     if image is not None:
         key, value = _image(image, out["t"])

@@ -85,7 +85,8 @@ def _row(row: Any) -> dict[str, Any]:
 
 
 def decode_event(data: bytes | str) -> dict[str, Any]:
-    """An event message expanded: id, time, clock, trigger name, image, detections, counts, vote, model.
+    """An event message expanded: id, time, clock (``camera_clock``: ``t`` is the camera's own time, not
+    to be corrected), trigger name, image, detections, counts, vote, model.
 
     Raises:
         ValueError: the message is not a valid v1 event.
@@ -93,6 +94,10 @@ def decode_event(data: bytes | str) -> dict[str, Any]:
     msg = _load(data)
     out: dict[str, Any] = {"device": msg["d"], "id": decode_id(_get(msg, "e", str)), "time": _time(msg),
                            **_sync(msg)}
+    # "c":1: t is the camera's own clock (a folder camera's photo), never to be corrected; s is then 1.
+    out["camera_clock"] = _get(msg, "c", int, required=False, lo=1, hi=1) == 1
+    if out["camera_clock"] and not out["clock_synced"]:
+        raise ValueError("'c' (camera clock) comes with 's' 1")
     code = _get(msg, "g", str)
     if not _CODE.fullmatch(code):
         raise _bad("bad trigger code", code)

@@ -124,9 +124,8 @@ class Upkeep:
 
             self._effort()
             tally = getattr(self, "ha_tally", None)
-            reset = tally.next_reset() if tally is not None else None
-            if reset is not None and self.clock.now() >= reset:  # local midnight: "today" starts at 0
-                self.publisher.set_retained(self.ha_topic, tally.state(now=self.clock.now()))
+            if tally is not None and tally.follow(self.clock):  # local midnight, or the clock synchronised
+                self.publisher.set_retained(self.ha_topic, tally.state())
             if self.config.mqtt.health:
                 self.publisher.publish_direct(self.publisher.topics.health,
                                               wire.encode_health(snapshot, device=self.config.device.id))

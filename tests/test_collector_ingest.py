@@ -160,7 +160,7 @@ def test_all_golden_messages_are_stored(engine: Engine) -> None:
     batch.append(Incoming(f"{PREFIX}/trap-01/crop/{crop_id}", jpeg(), RECEIVED))
     result = store(engine, batch)
     assert [o.reject for o in result.outcomes] == [None] * len(batch)
-    assert table_counts(engine) == {"events": 6, "detections": 10, "event_counts": 7, "effort": 2,
+    assert table_counts(engine) == {"events": 7, "detections": 11, "event_counts": 8, "effort": 2,
                                     "effort_counts": 4, "health": 1, "models": 1, "labels": 15, "crops": 1,
                                     "clock_refs": 1}
     (state, model, disk), = rows(engine, select(devices.c.state, devices.c.model_id, devices.c.disk_free_mib))
@@ -179,7 +179,7 @@ def test_each_message_twice_in_one_batch_and_across_batches_is_stored_once(engin
     assert table_counts(engine) == once
     assert again.count("rejected") == 0
     assert again.count("stored") == sum(i.topic.endswith("/status") for i in batch)
-    assert once["events"] == 6 and once["detections"] == 10 and once["labels"] == 15
+    assert once["events"] == 7 and once["detections"] == 11 and once["labels"] == 15
 
 
 # -- clock correction -------------------------------------------------------------------------------

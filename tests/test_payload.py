@@ -29,6 +29,7 @@ from edge.commands import Command, CommandError, encode_result, parse_command
 from edge.errors import WildedgeError
 from edge.group.burst import FrameDetections, summarise_burst
 from edge.inference.detector import Detection
+from edge.mqtt import homeassistant as ha
 from edge.store.images import image_relpath
 from edge.store.records import DetectionRecord, EventRecord, FrameRecord
 
@@ -91,6 +92,7 @@ def _case(detections: list[DetectionRecord], *, counts: dict[int, int] | None = 
     return event, frame, path
 
 
+FOLDER_2018 = datetime(2018, 5, 12, 6, 41, 3, tzinfo=timezone.utc)
 ROE = _det(0, 0.9263, (0.10412, 0.25, 0.70049, 0.98333), (1, 0.9012))
 HERD = [_det(0, s, b, (5, p)) for s, b, p in [
     (0.9411, (0.0521, 0.4113, 0.2388, 0.7342), 0.9712), (0.9127, (0.2609, 0.3801, 0.4472, 0.6916), 0.9388),
@@ -109,7 +111,11 @@ CASES: dict[str, Callable[[], tuple[EventRecord, FrameRecord, str | None, dict[s
                                       monotonic=90.37, n=4), {"model_id": MV_DET}),
     "event_folder": lambda: (*_case([_det(0, 0.8125, (0.5, 0.125, 0.75, 0.5), (0, 0.95)),
                                      _det(1, 0.4021, (0.0, 0.6, 0.08, 1.0))], vote=(0, 1, 1), trigger="file",
-                                    image="site_b/2026-05/IMG_0042.JPG", n=5), {}),
+                                    image="site_b/2026-05/IMG_0042.JPG", n=5), {"camera_clock": True}),
+    # A 2018 photo replayed by a device whose clock is not synchronised: t is the photo's (camera) time.
+    "event_folder_unsynced": lambda: (*_case([_det(0, 0.9021, (0.25, 0.3, 0.6, 0.9))], trigger="timelapse",
+                                             synced=False, at=FOLDER_2018, monotonic=75.2,
+                                             image="2018/IMG_0007.JPG", n=7), {"camera_clock": True}),
     "event_classification": lambda: (*_case([_det(0, 0.9604, (0.41, 0.2, 0.66, 0.87), (2, 0.8133))],
                                             vote=(2, 3, 3), frames=3, n=6), {}),
 }
@@ -118,7 +124,7 @@ CASES: dict[str, Callable[[], tuple[EventRecord, FrameRecord, str | None, dict[s
 def _event_bytes(name: str) -> bytes:
     event, frame, image, options = CASES[name]()
     return wire.encode_event(event, frame, device=DEVICE, model_id=options.get("model_id", MV), image=image,
-                             sticky=options.get("sticky", False))
+                             sticky=options.get("sticky", False), camera_clock=options.get("camera_clock", False))
 
 
 SNAPSHOT: dict[str, Any] = {
@@ -148,6 +154,7 @@ OTHERS: dict[str, Callable[[], bytes]] = {
     "health": lambda: wire.encode_health(SNAPSHOT, device=DEVICE),
     "model": lambda: wire.encode_model(device=DEVICE, detector=DETECTOR, classifier=CLASSIFIER, at=T,
                                        clock_synced=True),
+    "ha": lambda: ha.ha_state(device=DEVICE, last_label="red fox", last_time=T, today=3),
     "result_ok": lambda: encode_result(device=DEVICE, correlation="req-17", ok=True,
                                        result={"status": {"frames": 1234, "camera": {"state": "ok", "error": None}}}),
     "result_error": lambda: encode_result(device=DEVICE, correlation="req-18", ok=False,
@@ -157,7 +164,7 @@ ENCODERS: dict[str, Callable[[], bytes]] = {**{name: (lambda n=name: _event_byte
 #: Golden command payloads (inputs a server sends): name -> (command name, schema entry).
 COMMAND_FILES = {"cmd_capture": ("capture", "cmd_capture"), "cmd_set": ("set", "cmd_set")}
 SCHEMA_DEF = {**{name: "event" for name in CASES}, "effort": "effort", "effort_unsynced": "effort",
-              "status_online": "status", "status_offline_will": "status", "status_location": "status", "health": "health", "model": "model",
+              "status_online": "status", "status_offline_will": "status", "status_location": "status", "health": "health", "model": "model", "ha": "ha",
               "result_ok": "result", "result_error": "result"}
 
 
@@ -243,6 +250,53 @@ def test_event_variants_decode():
     assert folder["counts"] == {0: 1, 1: 1} and folder["vote"] == {"class_id": 0, "votes": 1, "voters": 1}
     voted = decode.decode_event(_event_bytes("event_classification"))
     assert voted["vote"] == {"class_id": 2, "votes": 3, "voters": 3}
+    assert not any(decode.decode_event(_event_bytes(n))["camera_clock"] for n in CASES if "folder" not in n)
+
+
+def test_a_folder_photo_is_marked_camera_clock_and_carries_no_boot_reference():
+    """A 2018 photo replayed by an unsynchronised device: its t is the camera's, nothing to correct."""
+    event, frame, _, _ = CASES["event_folder_unsynced"]()
+    assert event.clock_synced is False  # the device clock was not synchronised while it processed it
+    message = json.loads(_event_bytes("event_folder_unsynced"))
+    assert message["t"] == int(FOLDER_2018.timestamp()) and message["s"] == 1 and message["c"] == 1
+    assert "b" not in message and "m" not in message  # no boot pairing: a server has nothing to correct
+    got = decode.decode_event(_event_bytes("event_folder_unsynced"))
+    assert got["camera_clock"] is True and got["time"] == FOLDER_2018 and got["boot"] is None
+    # The same records as a live camera's event: unsynchronised, with b and m, no c.
+    live = json.loads(wire.encode_event(event, frame, device=DEVICE, model_id=MV, image=None))
+    assert (live["s"], "c" in live, live["m"]) == (0, False, 75)
+    with pytest.raises(ValueError):
+        wire.encode_event(event, frame, device=DEVICE, model_id=MV, image=None, camera_clock=1)
+
+
+@pytest.mark.parametrize("change", [{"c": 0}, {"c": 2}, {"c": True}, {"c": 1, "s": 0, "b": "5f1c9a3e", "m": 4}])
+def test_a_bad_camera_clock_marker_is_refused_by_decoder_and_schema(change):
+    message = {**json.loads(_event_bytes("event_folder")), **change}
+    with pytest.raises(ValueError):
+        decode.decode_event(json.dumps(message))
+    assert list(_validator("event").iter_errors(message))
+
+
+def test_a_v1_reader_that_predates_the_marker_keeps_the_photo_time():
+    """The marker is an optional key: a reader that ignores it sees s 1 and no b/m, so it corrects nothing."""
+    message = json.loads(_event_bytes("event_folder_unsynced"))
+    old_schema = json.loads(json.dumps(SCHEMA))
+    del old_schema["$defs"]["event"]["properties"]["c"], old_schema["$defs"]["event"]["dependentSchemas"]
+    jsonschema.Draft202012Validator({**old_schema, "anyOf": [{"$ref": "#/$defs/event"}]}).validate(message)
+    assert message["s"] == 1 and not {"b", "m"} & set(message)
+
+
+def test_the_ha_message_is_in_the_schema_with_its_device():
+    message = json.loads(ha.ha_state(device=DEVICE, last_label=None, last_time=None, today=0))
+    assert message == {"v": 1, "d": DEVICE, "today": 0}
+    _validator("ha").validate(message)
+    _validator().validate(message)
+    unknown_day = json.loads(ha.ha_state(device=DEVICE, last_label="fox", last_time=None, today=None))
+    assert unknown_day == {"v": 1, "d": DEVICE, "last": "fox"}
+    _validator("ha").validate(unknown_day)
+    for bad in ({"v": 1, "today": 0}, {"v": 1, "d": DEVICE, "today": -1},
+                {"v": 1, "d": DEVICE, "at": "2026-06-01T04:30:00+02:00"}, {"v": 1, "d": DEVICE, "last": ""}):
+        assert list(_validator("ha").iter_errors(bad)), bad
 
 
 def test_an_image_path_dated_otherwise_is_sent_as_is():

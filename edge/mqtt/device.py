@@ -74,8 +74,10 @@ class EventMessages:
                 image = Path(best.source).relative_to(self.folder).as_posix()
             except ValueError:
                 image = Path(best.source).name
+        # A folder camera's photo carries the camera's time (EXIF): marked so that no server "corrects" it.
+        camera_clock = self.folder is not None and wire.camera_clock(best)
         data = wire.encode_event(event, best, device=self.device, model_id=self.model_id, image=image,
-                                 sticky=self.sticky)
+                                 sticky=self.sticky, camera_clock=camera_clock)
         messages = [OutboxMessage(self.topics.event, data, qos=1, event_uid=event.uid)]
         crop = next((p.crop for p in frames if p.record.uid == event.best_frame_uid), None)
         if self.crops and crop is not None:
