@@ -36,7 +36,7 @@ from edge.inference.nms import nms
 MIN_TILE = 32  # the coarsest stride of common detectors: a smaller tile is a single grid cell
 FRAGMENT_IOS = 0.6  # share of a cut box's area inside a larger box that makes it a fragment
 EDGE_MARGIN = 0.05  # of the tile size: boxes of cut objects stop a few pixels short of the edge
-_CHUNK = 1 << 22  # pairwise matrix entries computed at once (bounds memory on huge frames)
+_CHUNK = 1 << 20  # pairwise matrix entries computed at once (a few MB, whatever the frame)
 
 Box = tuple[int, int, int, int]
 
