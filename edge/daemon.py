@@ -23,7 +23,7 @@ from edge.errors import CaptureError, ConfigError, ImageReadError, StoreError
 from edge.health import CpuMeter
 from edge.pipeline import FramePipeline, Processed
 from edge.sdnotify import Notifier
-from edge.store import OutboxMessage, Store, new_uid
+from edge.store import DiskFullError, DiskReserve, OutboxMessage, Store, free_space, make_room, new_uid
 from edge.triggers import Fire, OnceTrigger, Trigger
 from edge.triggers.control import CONTROL_COMMANDS, ControlServer
 from edge.upkeep import Upkeep
@@ -35,6 +35,10 @@ IMAGES = "images"
 CONTROL_SOCKET = "control.sock"
 #: The longest the loop sleeps without looking at the stop flag, health and the watchdog.
 MAX_WAIT_S = 5.0
+
+
+#: Free bytes a store needs to open (WAL index, first writes) when no reserve can be given back.
+OPEN_ROOM = 1 << 20
 
 
 def state_paths(state_dir: Path) -> tuple[Path, Path, Path]:
@@ -79,7 +83,9 @@ class Daemon(Upkeep):
         self.ha_tally: Any = None  # Home Assistant "detections today" (mqtt.ha_discovery)
         self.ha_topic = ""
         self.cpu = CpuMeter()
-        self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0, "unsendable": 0}
+        self.counts = {"frames": 0, "events": 0, "failures": 0, "triggers": 0, "unsendable": 0, "unrecorded": 0}
+        self.reserve = DiskReserve(self.state_dir, size=config.storage.reserve)
+        self.disk_full = False  # the last store write failed for lack of space
         self._next_health = 0.0
         self._next_watchdog = 0.0
 
@@ -160,7 +166,8 @@ class Daemon(Upkeep):
         out: dict[str, Any] = {
             "device": self.config.device.id, "counts": dict(self.counts), "camera": self._camera_state(),
             "clock_synchronised": self.clock.synchronised(),
-            "disk_low": bool(self.pipeline.disk_low) if hasattr(self, "pipeline") else False}
+            "disk_low": bool(self.pipeline.disk_low) if hasattr(self, "pipeline") else False,
+            "disk_full": self.disk_full}
         if hasattr(self, "store"):
             try:
                 out["queue_depth"] = self.store.outbox_depth().count
@@ -179,7 +186,10 @@ class Daemon(Upkeep):
         with ExitStack() as stack:
             stack.enter_context(self.notifier)
             self._signals(stack)
-            self.store = stack.enter_context(Store(self.db_path, images_dir=self.images_dir, clock=self.clock))
+            # A card filled to the last byte (by this daemon or any other program) must not stop the
+            # store from opening: SQLite needs free blocks to open a WAL database and to delete.
+            self.reserve.release_if_full()
+            self.store = stack.enter_context(self._open_store())
             self.notifier.extend_timeout(180)  # loading and warming up models can be slow on a Pi
             self.pipeline = self._pipeline(stack)
             from edge.config.build import build_camera_factory
@@ -359,7 +369,8 @@ class Daemon(Upkeep):
                 # after it): it is stored, counted and logged, not sent.
                 logger.error("event %s is stored but cannot be sent: %s", event.uid, err)
                 self.counts["unsendable"] += 1
-        self.store.commit_burst([p.record for p in frames], event, messages)
+        if not self._record(frames, event, messages):
+            return
         if messages and self.publisher is not None:
             self.publisher.notify()
         if event is not None and self.ha_tally is not None:
@@ -375,6 +386,55 @@ class Daemon(Upkeep):
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
         self._untrimmed = True
+
+    def _open_store(self) -> Store:
+        """The store; on a disk too full to open it (no reserve left to give back), the oldest
+        images are deleted to make room, and their rows forget them."""
+        try:
+            return Store(self.db_path, images_dir=self.images_dir, clock=self.clock)
+        except StoreError as err:
+            need = max(2 * self.reserve.size, OPEN_ROOM)
+            try:
+                free = free_space(self.state_dir)
+            except OSError:
+                raise err from None
+            if free >= need:
+                raise
+            removed, _ = make_room(self.images_dir, need=need)
+            if not removed:
+                raise StoreError(f"{err}; the disk holding {self.state_dir} is full ({free} bytes free) and it holds "
+                                 f"no images to delete: free some space on it") from err
+        store = Store(self.db_path, images_dir=self.images_dir, clock=self.clock)
+        store.forget_missing_images()
+        return store
+
+    def _record(self, frames: list[Processed], event: Any, messages: list[OutboxMessage]) -> bool:
+        """Commit one burst; on a full disk, release the reserve, free space and try once more.
+
+        A burst that still cannot be written is counted (``unrecorded``) and logged, and the daemon
+        goes on: a full disk degrades, it never stops detection. A folder camera's file left
+        unrecorded is read again at the next start.
+        """
+        records = [p.record for p in frames]
+        for attempt in (1, 2):
+            try:
+                self.store.commit_burst(records, event, messages)
+            except DiskFullError as err:
+                if attempt == 1:
+                    self.disk_full = True
+                    self.reserve.release(str(err.__cause__ or err))
+                    self.pipeline.images_paused = bool(self.reserve.size)
+                    self._retention()  # checkpoints the WAL too: often the biggest file on a full card
+                    continue
+                self.counts["unrecorded"] += len(frames)
+                logger.error("burst %s (%d frames%s) not recorded, the disk is full even after retention: %s",
+                             records[0].burst_id, len(frames), ", 1 event" if event is not None else "", err)
+                return False
+            if self.disk_full:
+                logger.info("results are recorded again")
+            self.disk_full = False
+            return True
+        return False
 
     # -- building -----------------------------------------------------------------------------------
     def _delivery(self, stack: ExitStack) -> None:

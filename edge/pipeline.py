@@ -81,6 +81,9 @@ class FramePipeline:
                 raise ValueError(f"classifier.classes names labels the detector does not have: {unknown}")
             self.classify_ids = {i for i, name in enumerate(detector.labels) if name in set(classify_labels)}
         self.disk_low = False
+        #: Set by the daemon while the disk reserve is given back: images would eat the room kept
+        #: for results and retention, so none are saved until the reserve is held again.
+        self.images_paused = False
         self.last_inference_ms: float | None = None
 
     def reconfigure(self, cfg: Any) -> None:
@@ -167,9 +170,10 @@ class FramePipeline:
         return DetectionRecord(det.class_id, det.label, round(det.score, 4), box, classification, new)  # type: ignore[arg-type]
 
     def _save(self, image, captured_at: datetime, uid: str) -> str | None:
-        if not can_save(self.images_dir, self.min_free, disk_usage=self.disk_usage):
+        if self.images_paused or not can_save(self.images_dir, self.min_free, disk_usage=self.disk_usage):
             if not self.disk_low:
-                logger.warning("disk below the free-space floor: images are no longer saved, results still are")
+                logger.warning("disk below the free-space floor%s: images are no longer saved, results still are",
+                               " (the disk reserve is given back)" if self.images_paused else "")
             self.disk_low = True
             return None
         if self.disk_low:

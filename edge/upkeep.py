@@ -30,6 +30,8 @@ class Upkeep:
     publisher: Any
     notifier: Any
     counts: dict[str, int]
+    reserve: Any
+    disk_full: bool
     cpu: Any
     state_dir: Path
     images_dir: Path
@@ -109,10 +111,13 @@ class Upkeep:
             "queue_bytes": depth.bytes,
             "inference_ms": self.pipeline.last_inference_ms,
             "disk_low": self.pipeline.disk_low,
+            "disk_full": self.disk_full,
+            "disk_reserve_held": self.reserve.held,
             "counts": dict(self.counts),
         }
         if self.publisher is not None:
-            extra["mqtt"] = {**self.publisher.state.as_dict(), "dropped": self.store.outbox_dropped()}
+            extra["mqtt"] = {**self.publisher.state.as_dict(), "dropped": self.store.outbox_dropped(),
+                             "dropped_crops": self.store.outbox_dropped(expendable=True)}
         try:
             snapshot = collect_health(state_dir=self.state_dir, extra=extra, clock=self.clock, cpu=self.cpu)
             self.store.add_health(snapshot, self.clock.now())
@@ -133,19 +138,34 @@ class Upkeep:
                              f"camera {self._camera_state()['state']}")
 
     def _retention(self) -> None:
-        storage = self.config.storage
+        """Checkpoint, the outbox bound, retention, then the disk reserve (see docs/store.md).
+
+        While the reserve is given back, retention's free-space floor is at least twice the reserve,
+        so that deleting images (least valuable first) makes room to take it back.
+        """
+        storage, mqtt = self.config.storage, self.config.mqtt
         try:
-            report = enforce(self.store, images_dir=self.images_dir, now=self.clock.now(), max_age=storage.max_age,
-                             min_free=storage.min_free)
-        except (StoreError, OSError) as err:
-            logger.warning("retention failed: %s", err)
-            return
-        if report.disk_low and not self.pipeline.disk_low:
-            logger.warning("disk below the free-space floor after retention (%d bytes free)", report.free_bytes)
-        mqtt = self.config.mqtt
+            # Truncating the WAL first gives its megabytes back to the card (see Store.checkpoint).
+            self.store.checkpoint()
+        except StoreError as err:
+            logger.warning("store checkpoint failed: %s", err)
         if mqtt is not None:
             try:
-                self.store.trim_outbox(max_messages=mqtt.max_queue, max_age=mqtt.max_queue_age)
+                self.store.trim_outbox(max_messages=mqtt.max_queue, max_bytes=mqtt.max_queue_bytes,
+                                       max_age=mqtt.max_queue_age,
+                                       expendable=f"{mqtt.prefix}/{self.config.device.id}/crop/")
             except StoreError as err:
                 logger.warning("outbox bound not applied: %s", err)
-
+        floor = storage.min_free
+        if self.reserve.size and not self.reserve.held:
+            floor = max(floor, 2 * self.reserve.size)
+        try:
+            report = enforce(self.store, images_dir=self.images_dir, now=self.clock.now(), max_age=storage.max_age,
+                             min_free=floor)
+        except (StoreError, OSError) as err:
+            logger.warning("retention failed: %s", err)
+        else:
+            if report.disk_low and not self.pipeline.disk_low:
+                logger.warning("disk below the free-space floor after retention (%d bytes free)", report.free_bytes)
+        # Images are saved only while the reserve is held: the room it gave back is for results.
+        self.pipeline.images_paused = bool(self.reserve.size) and not self.reserve.ensure()

@@ -132,6 +132,9 @@ class StorageConfig(Section):
         timedelta(days=30), description="delete delivered frames and images older than this")
     min_free: ByteSize = Field(
         200_000_000, ge=0, description="keep at least this much disk free (the oldest images go first)")
+    reserve: ByteSize = Field(
+        16_000_000, ge=0, description="disk space held in <state_dir>/reserve and given back when the disk is "
+                                      "full, so results are still recorded and retention can run; 0 turns it off")
 
 
 class HealthConfig(Section):
@@ -244,6 +247,9 @@ class MqttConfig(Section, BrokerUrl):
     max_inflight: int = Field(20, ge=1, le=1000, description="messages published and not yet acknowledged")
     max_queue: int = Field(
         200_000, ge=100, description="outbox messages kept while undelivered; beyond, the oldest are dropped")
+    max_queue_bytes: ByteSize = Field(
+        64_000_000, ge=100_000, description="payload bytes kept in the outbox while undelivered; beyond, crops "
+                                              "go first, then the oldest messages")
     max_queue_age: PositiveDuration = Field(
         timedelta(days=365), description="undelivered outbox messages older than this are dropped")
     effort_interval: PositiveDuration = Field(

@@ -6,7 +6,7 @@ boundaries and the retention order.
 
 from __future__ import annotations
 
-from edge.store.db import Moment, Store, StoreGoneError
+from edge.store.db import DiskFullError, Moment, Store, StoreGoneError
 from edge.store.images import encode_jpeg, image_relpath, resolve, save_jpeg, write_atomic
 from edge.store.records import (
     DetectionRecord,
@@ -20,13 +20,16 @@ from edge.store.records import (
     to_iso,
     uid_time,
 )
-from edge.store.retention import RetentionReport, can_save, enforce, free_space
+from edge.store.reserve import DiskReserve, is_disk_full
+from edge.store.retention import RetentionReport, can_save, enforce, free_space, make_room
 from edge.store.schema import APPLICATION_ID, MIGRATIONS
 
 __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
     "DetectionRecord",
+    "DiskFullError",
+    "DiskReserve",
     "EventRecord",
     "FrameRecord",
     "Moment",
@@ -42,6 +45,8 @@ __all__ = [
     "free_space",
     "from_iso",
     "image_relpath",
+    "is_disk_full",
+    "make_room",
     "new_uid",
     "resolve",
     "save_jpeg",

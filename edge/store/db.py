@@ -27,6 +27,7 @@ from typing import Any
 from edge.clock import Clock, SystemClock
 from edge.errors import StoreError
 from edge.store.images import FILE_MODE, make_private_dirs
+from edge.store.reserve import is_disk_full
 from edge.store.records import (
     DetectionRecord,
     EventRecord,
@@ -70,6 +71,10 @@ GONE = ("the database file was deleted or replaced while the daemon ran ({what})
 
 class StoreGoneError(StoreError):
     """The database file the store opened was deleted or replaced under it; nothing can go on."""
+
+
+class DiskFullError(StoreError):
+    """A write failed because the disk (or quota) is full; the store itself is intact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +311,8 @@ class Store:
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
-                raise StoreError(f"store {self.path}: {what} failed: {err}") from err
+                kind = DiskFullError if is_disk_full(err) else StoreError
+                raise kind(f"store {self.path}: {what} failed: {err}") from err
             except BaseException:
                 self._rollback()
                 raise
@@ -317,6 +323,26 @@ class Store:
                 self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 logger.exception("rollback failed in %s", self.path)
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to zero bytes.
+
+        SQLite checkpoints by itself only every 1000 pages (4 MB) and then reuses the WAL file
+        without shrinking it: on a small or full card those megabytes are what retention and the
+        next results need. Returns False when a reader kept the checkpoint from finishing (it is
+        tried again later).
+
+        Raises:
+            StoreError: the checkpoint failed (:class:`DiskFullError` when for lack of space).
+        """
+        with self._lock:
+            self.check_file()
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as err:
+                kind = DiskFullError if is_disk_full(err) else StoreError
+                raise kind(f"store {self.path}: checkpoint failed: {err}") from err
+        return not busy
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Rows of one read-only statement (for the store's own modules)."""
@@ -364,6 +390,27 @@ class Store:
                              (*event_values, *recorded))
             conn.executemany(f"INSERT INTO outbox ({MESSAGE_COLS}, {CREATED_COLS}) VALUES ({marks(10)})",
                              message_rows)
+
+    def forget_missing_images(self) -> int:
+        """Clear the image path of rows whose file is gone (deleted by :func:`make_room`, or by hand);
+        how many paths were cleared. One ``stat`` per referenced image."""
+        from edge.store.images import resolve
+
+        paths = [r[0] for r in self.query("SELECT image_path FROM frames WHERE image_path IS NOT NULL "
+                                          "UNION SELECT image_path FROM events WHERE image_path IS NOT NULL")]
+        gone = []
+        for relative in paths:
+            try:
+                if not resolve(self.images_dir, relative).exists():
+                    gone.append((relative,))
+            except ValueError:
+                gone.append((relative,))
+        if gone:
+            with self.transaction("forget missing images") as conn:
+                conn.executemany("UPDATE frames SET image_path = NULL WHERE image_path = ?", gone)
+                conn.executemany("UPDATE events SET image_path = NULL WHERE image_path = ?", gone)
+            logger.warning("%d images named by the store are gone: their rows now have no image", len(gone))
+        return len(gone)
 
     def is_processed(self, source: str) -> bool:
         """Whether a frame read from ``source`` (a folder camera's file) is already recorded."""
@@ -424,38 +471,63 @@ class Store:
                              "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_uid = events.uid)",
                              (to_iso(self._now()), *uids))
 
-    def trim_outbox(self, *, max_messages: int, max_age: timedelta | None = None) -> int:
-        """Drop the oldest undelivered messages beyond ``max_messages`` or older than ``max_age``.
+    def trim_outbox(self, *, max_messages: int, max_bytes: int | None = None, max_age: timedelta | None = None,
+                    expendable: str | None = None) -> int:
+        """Drop undelivered messages beyond ``max_messages``, beyond ``max_bytes`` of payload, or
+        older than ``max_age``.
 
-        The policy that bounds the outbox when a link stays down for months: oldest first, each
-        drop counted (``meta`` key ``outbox_dropped``, see :meth:`outbox_dropped`). Returns how many
-        were dropped now; their events stay in the store, undelivered. Ages are measured as
-        :func:`edge.store.schema.age_clause` says: a wall clock that steps (1970 to today, +400 days)
-        makes no message old; a message whose age cannot be trusted is kept.
+        The policy that bounds the outbox when a link stays down for months: messages whose topic
+        starts with ``expendable`` (the device's crop topics) go first, then the oldest; each drop
+        counted (``meta`` keys ``outbox_dropped`` and ``outbox_dropped_expendable``, see
+        :meth:`outbox_dropped`). Returns how many were dropped now; their events stay in the store,
+        undelivered. Ages are measured as :func:`edge.store.schema.age_clause` says: a wall clock
+        that steps (1970 to today, +400 days) makes no message old; a message whose age cannot be
+        trusted is kept.
         """
         if max_messages < 0:
             raise ValueError(f"max_messages must be >= 0, got {max_messages}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        prefix = expendable or "\x00"  # no topic starts with NUL: nothing is expendable
         with self.transaction("trim outbox") as conn:
-            dropped = 0
+            dropped = spared = 0
             if max_age is not None:
                 dropped += conn.execute(f"DELETE FROM outbox WHERE {age_clause('created', 'created_at')}",
                                         self.moment().cutoff(max_age)).rowcount
-            count = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            if count > max_messages:
-                dropped += conn.execute(
-                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
-                    (count - max_messages,)).rowcount
-            if dropped:
-                conn.execute("INSERT INTO meta (key, value) VALUES ('outbox_dropped', ?) ON CONFLICT (key) "
-                             "DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value", (str(dropped),))
+            count, size = conn.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").fetchone()
+            extra_count = count - max_messages
+            extra_bytes = size - max_bytes if max_bytes is not None else 0
+            if extra_count > 0 or extra_bytes > 0:
+                victims, crops = [], 0
+                # Expendable first, oldest first within each kind; stops at the first row that
+                # brings both bounds back (a cursor: no more rows are read than are dropped).
+                for seq, length, first in conn.execute(
+                        "SELECT seq, length(payload), substr(topic, 1, ?) = ? AS first FROM outbox "
+                        "ORDER BY first DESC, seq", (len(prefix), prefix)):
+                    if extra_count <= 0 and extra_bytes <= 0:
+                        break
+                    victims.append(seq)
+                    crops += bool(first)
+                    extra_count -= 1
+                    extra_bytes -= length
+                for start in range(0, len(victims), 500):
+                    chunk = victims[start:start + 500]
+                    conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks(len(chunk))})", chunk)
+                dropped += len(victims)
+                spared = crops
+            for key, value in (("outbox_dropped", dropped), ("outbox_dropped_expendable", spared)):
+                if value:
+                    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                                 "DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value", (key, str(value)))
         if dropped:
-            logger.warning("outbox over its bounds (%d messages, max age %s): dropped the %d oldest undelivered",
-                           max_messages, max_age, dropped)
+            logger.warning("outbox over its bounds (%d messages, %s bytes, max age %s): dropped %d undelivered "
+                           "messages (%d of them crops), oldest first", max_messages, max_bytes, max_age,
+                           dropped, spared)
         return dropped
 
-    def outbox_dropped(self) -> int:
-        """Messages dropped by :meth:`trim_outbox` over the store's life."""
-        return int(self.get_meta("outbox_dropped", "0") or 0)
+    def outbox_dropped(self, *, expendable: bool = False) -> int:
+        """Messages dropped by :meth:`trim_outbox` over the store's life (``expendable``: of them, crops)."""
+        return int(self.get_meta("outbox_dropped_expendable" if expendable else "outbox_dropped", "0") or 0)
 
     def effort_window(self, start: datetime, end: datetime) -> dict[str, tuple[int, int, int, int]]:
         """Per trigger reason, for frames recorded in ``[start, end)``: (frames, empty, events, failed)."""

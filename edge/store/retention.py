@@ -208,6 +208,35 @@ def _free_for_floor(store: Store, images_dir: Path, min_free: int, disk_usage: D
     return free
 
 
+def make_room(images_dir: Path, *, need: int, disk_usage: DiskUsage = shutil.disk_usage) -> tuple[int, int]:
+    """The last resort of a store that cannot even open on a full disk: delete image files, oldest
+    first, until ``need`` bytes are free; (files removed, bytes freed).
+
+    Used only before the store opens (SQLite needs free blocks to open a WAL database, so rows
+    cannot be updated first); :meth:`edge.store.db.Store.forget_missing_images` then clears the
+    rows that named them.
+    """
+    files = []
+    for root, _, names in os.walk(images_dir):
+        for name in names:
+            with contextlib.suppress(OSError):
+                path = Path(root, name)
+                files.append((path.lstat().st_mtime, path))
+    files.sort()
+    removed = freed = 0
+    for _, path in files:
+        if free_space(images_dir, disk_usage=disk_usage) >= need:
+            break
+        size = _unlink(path)
+        if size is not None:
+            removed += 1
+            freed += size
+    if removed:
+        logger.warning("disk full before the store could open: deleted the %d oldest images (%d bytes)", removed,
+                       freed)
+    return removed, freed
+
+
 def _referenced(conn: Any, path: str) -> bool:
     row = conn.execute("SELECT 1 FROM frames WHERE image_path = ? UNION ALL "
                        "SELECT 1 FROM events WHERE image_path = ? LIMIT 1", (path, path)).fetchone()
