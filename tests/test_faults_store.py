@@ -5,6 +5,7 @@ a running daemon stops it with one line naming the cause."""
 from __future__ import annotations
 
 import errno
+import sqlite3
 import os
 import shutil
 import subprocess
@@ -218,3 +219,71 @@ min_free = 0
                        "file at that path any more); stopping so that nothing is recorded into a file nobody will read")]
     assert "control.sock" not in errors[0]
     assert took < 10
+
+
+# -- a store written by an older wildedge -----------------------------------------------------------------
+
+def _v2_store(path: Path) -> dict[str, str]:
+    """A schema-2 store as wildedge wrote it before boot ids: a delivered synchronised event 60 days
+    old, an undelivered one 60 days old, and an unsynchronised delivered one; the uids by role."""
+    from edge.store import APPLICATION_ID, MIGRATIONS
+
+    conn = sqlite3.connect(path)
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=2")
+    uids = {}
+    old = (NOW - 60 * DAY).isoformat()
+    for role, synced, delivered in (("delivered", 1, old), ("queued", 1, None), ("unsynced", 0, old)):
+        burst, frame, event = new_uid(), new_uid(), new_uid()
+        conn.execute("INSERT INTO frames (uid, captured_at, monotonic, boot_id, clock_synced, trigger_reason, "
+                     "burst_id, burst_index, width, height, inference_ms, person, recorded_at) "
+                     "VALUES (?, ?, 5.0, 'old-boot', ?, 'timelapse', ?, 0, 64, 48, 5.0, 0, ?)",
+                     (frame, old, synced, burst, old))
+        conn.execute("INSERT INTO events (uid, burst_id, captured_at, monotonic, boot_id, clock_synced, "
+                     "trigger_reason, best_frame_uid, summary, delivered_at, recorded_at) "
+                     "VALUES (?, ?, ?, 5.0, 'old-boot', ?, 'timelapse', ?, '{}', ?, ?)",
+                     (event, burst, old, synced, frame, delivered, old))
+        if delivered is None:
+            conn.execute("INSERT INTO outbox (topic, payload, qos, retain, event_uid, created_at) "
+                         "VALUES ('wildedge/trap-01/event', x'00', 1, 0, ?, ?)", (event, old))
+        uids[role] = event
+    conn.commit()
+    conn.close()
+    return uids
+
+
+def test_a_schema_2_store_is_migrated_and_its_rows_age_only_on_trusted_times(tmp_path):
+    """Rows written before schema 3 have no boot: they are never "this boot", and they age by wall
+    time only when their capture was synchronised and the clock is now; the undelivered one stays."""
+    path = tmp_path / "state" / "wildedge.db"
+    path.parent.mkdir()
+    uids = _v2_store(path)
+    clock = FakeClock(NOW, boot_id="new-boot")
+    with Store(path, images_dir=tmp_path / "state" / "images", clock=clock) as store:
+        assert store.query("PRAGMA user_version")[0][0] == 3
+        assert {e.uid for e in store.events()} == set(uids.values())
+        row = store.query("SELECT recorded_boot, recorded_synced FROM events WHERE uid = ?", (uids["queued"],))[0]
+        assert (row[0], row[1]) == (None, 1)
+        assert store.trim_outbox(max_messages=10_000, max_age=7 * DAY) == 1  # 60 days > 7, synchronised
+        # The message is gone (its bound), the event is not: it is still undelivered.
+        assert store.delivered_at(uids["queued"]) is None
+        report = enforce(store, images_dir=store.images_dir, now=clock.now(), max_age=MAX_AGE, min_free=0)
+        remaining = {e.uid for e in store.events()}
+    # The synchronised delivered event and the one whose message was dropped by the bound are old;
+    # the unsynchronised one has no trusted age and stays.
+    assert report.deleted_events == 2
+    assert remaining == {uids["unsynced"]}
+
+
+def test_a_schema_2_store_on_an_unsynchronised_clock_deletes_nothing(tmp_path):
+    path = tmp_path / "state" / "wildedge.db"
+    path.parent.mkdir()
+    uids = _v2_store(path)
+    clock = FakeClock(NOW, synchronised=False, boot_id="new-boot")
+    with Store(path, images_dir=tmp_path / "state" / "images", clock=clock) as store:
+        assert store.trim_outbox(max_messages=10_000, max_age=7 * DAY) == 0
+        report = enforce(store, images_dir=store.images_dir, now=clock.now(), max_age=MAX_AGE, min_free=0)
+        assert report.deleted_events == report.deleted_frames == 0
+        assert {e.uid for e in store.events()} == set(uids.values())
