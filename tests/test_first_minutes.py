@@ -227,3 +227,52 @@ def test_the_event_line_names_the_classes_the_verdict_and_the_trigger():
     frame = SimpleNamespace(record=SimpleNamespace(uid="f1", source=None))
     assert event_line(event, [frame]) == ("event e1: 2 zebra (0.91), 1 bird (0.40); classified plains zebra (0.80) "
                                           "(timelapse trigger)")
+
+
+# -- item 9: an offline first run from a local ONNX file, by name -------------------------------------------
+
+def test_an_offline_first_run_works_from_a_local_file_by_name(tmp_path, assets, photos):
+    offline = {"WILDEDGE_CACHE": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+               "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    (photos / "IMG_0002.JPG").write_bytes((assets / "coco_val2017_animal_samples" / "000000001818.jpg").read_bytes())
+    out = tmp_path / "results.json"
+    # What the README says first: the name. The error says what to do, and doing it works.
+    line = _one_error(_cli("detect", str(photos), "-m", "yolox-nano", "-o", str(out), env=offline), code=2)
+    assert "wildedge model pull yolox-nano --from FILE.onnx" in line and "site-packages" not in line
+    line = _one_error(_cli("model", "pull", "yolox-nano", env=offline), "Offline?")
+    assert "wildedge model pull yolox-nano --from FILE.onnx" in line and "site-packages" not in line
+    local = assets / "yolox_nano" / "yolox_nano.onnx"
+    pulled = _cli("model", "pull", "yolox-nano", "--from", str(local), env=offline)
+    assert pulled.returncode == 0 and f"(from {local})" in pulled.stdout, pulled.stderr
+    result = _cli("detect", str(photos), "-m", "yolox-nano", "-o", str(out), env=offline)
+    assert result.returncode == 1, result.stderr  # the fake JPEG fails; the zebra is found
+    images = {image["file"]: image for image in json.loads(out.read_text())["images"]}
+    assert images["IMG_0002.JPG"]["detections"] and "failure" in images["IMG_0001.JPG"]
+
+
+def test_pull_from_a_file_that_is_not_the_published_one_says_what_to_do(tmp_path):
+    other = tmp_path / "mine.onnx"
+    other.write_bytes(b"not the published file")
+    line = _one_error(_cli("model", "pull", "yolox-nano", "--from", str(other),
+                           env={"WILDEDGE_CACHE": str(tmp_path / "cache")}), code=2)
+    assert f"--from {other} is not the published yolox-nano" in line and "models.toml" in line
+    assert not (tmp_path / "cache" / "models").exists()
+
+
+def test_the_models_toml_route_runs_your_own_file_by_name_offline(tmp_path, assets):
+    local = assets / "yolox_nano" / "yolox_nano.onnx"
+    (tmp_path / "xdg" / "wildedge").mkdir(parents=True)
+    (tmp_path / "xdg" / "wildedge" / "models.toml").write_text(
+        f'[models.my-trap]\nurl = "{local.as_uri()}"\nsha256 = "{_sha256(local)}"\npreset = "yolox"\n'
+        'labels = "coco80"\n', encoding="utf-8")
+    offline = {"WILDEDGE_CACHE": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+               "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    assert _cli("model", "pull", "my-trap", env=offline).returncode == 0
+    shown = _cli("model", "show", str(tmp_path / "cache" / "models" / "my-trap.onnx"), env=offline)
+    assert shown.returncode == 0 and "yolox" in shown.stdout
+
+
+def _sha256(path: Path) -> str:
+    from edge.inference.card import sha256_file
+
+    return sha256_file(path)

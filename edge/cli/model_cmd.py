@@ -153,19 +153,25 @@ def _download_progress(name: str) -> Iterator[Callable[[int, int | None], None] 
 def pull_cmd(
     name: Annotated[str, typer.Argument(help="Published model name (see 'wildedge model list').")],
     force: Annotated[bool, typer.Option("--force", help="Download and stamp again even if cached.")] = False,
+    source: Annotated[Optional[Path], typer.Option(
+        "--from", metavar="FILE",
+        help="Offline: a copy of the published file fetched by other means; it must match the pinned "
+             "sha256, and is stamped into the cache so that -m NAME works.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Cache folder; default $WILDEDGE_CACHE, else $XDG_CACHE_HOME/wildedge.")] = None,
 ) -> None:
-    """Download a published model, check its sha256 and stamp its card; prints the model's path."""
+    """Download a published model (or take a local copy with --from), check its sha256 and stamp its
+    card into the cache; prints the model's path. Then -m NAME works offline."""
     from edge.models import cached_model, pull
 
     try:
-        cached = None if force else cached_model(name, cache_dir=cache_dir)
+        cached = None if force or source is not None else cached_model(name, cache_dir=cache_dir)
         with _download_progress(name) as progress:
-            path = pull(name, cache_dir=cache_dir, force=force, progress=progress)
+            path = pull(name, cache_dir=cache_dir, force=force, progress=progress, source=source)
     except ModelError as err:
         raise _fail(str(err)) from err
-    typer.echo(f"{path} ({'already cached' if cached is not None else 'pulled'})")
+    how = f"from {source}" if source is not None else "already cached" if cached is not None else "pulled"
+    typer.echo(f"{path} ({how})")
 
 
 @app.command("list")

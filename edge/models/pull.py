@@ -31,7 +31,6 @@ from edge.inference.stamp import stamp_file
 from edge.models.registry import (
     ModelEntry,
     builtin_labels,
-    builtin_labels_path,
     get_entry,
     labels_kind,
     load_registry,
@@ -95,18 +94,17 @@ def cached_model(
 
 
 def offline_hint(name: str, entry: ModelEntry) -> str:
-    """How to get model ``name`` running from a file downloaded by other means."""
-    kind = labels_kind(entry.labels)
-    if kind == "builtin":
-        labels = str(builtin_labels_path(entry.labels))
-    elif kind == "path":
-        labels = entry.labels
-    else:
-        labels = f"LABELS.txt (from {entry.labels})"
-    return (
-        "Offline? Download the file elsewhere and run: wildedge model stamp FILE.onnx -o model.onnx "
-        f"--preset {entry.preset} --labels {labels} --name {name} (or pass a local path to -m)"
-    )
+    """How to get model ``name`` running, by name, from a file downloaded by other means.
+
+    ``pull --from`` checks the file against the pinned sha256 and stamps it into the cache, so
+    ``-m NAME`` works afterwards; no packaged path (which an install may move) is printed.
+    """
+    labels = ""
+    if labels_kind(entry.labels) == "url":
+        labels = (f" (its labels come from {entry.labels}: download them too and set labels to that file "
+                  "in your models.toml, docs/models.md)")
+    return (f"Offline? Download {entry.url} elsewhere, then run: wildedge model pull {name} --from FILE.onnx"
+            f"{labels}")
 
 
 def _cannot_download(name: str, entry: ModelEntry, url: str, reason: str) -> RegistryError:
@@ -194,6 +192,19 @@ def download_verified(
     return dst
 
 
+def _copy_verified(name: str, entry: ModelEntry, source: Path, raw: Path) -> None:
+    """Put a local copy of the published file into the cache, if it is the pinned file."""
+    if not source.is_file():
+        raise RegistryError(f"--from {source}: no such file")
+    digest = sha256_file(source)
+    if digest != entry.sha256:
+        raise RegistryError(
+            f"--from {source} is not the published {name}: its sha256 is {digest}, the registry pins "
+            f"{entry.sha256}. Give the file exactly as downloaded from {entry.url}; for another model, "
+            "stamp it (wildedge model stamp) and pass its path to -m, or add it to models.toml (docs/models.md)")
+    download_verified(source.resolve().as_uri(), entry.sha256, raw, name=name)
+
+
 def _fetch_verified(
     name: str, entry: ModelEntry, dst: Path, *, timeout: float, progress: ProgressCallback | None
 ) -> None:
@@ -238,11 +249,14 @@ def pull(
     force: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     progress: ProgressCallback | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Make the published model ``name`` available in the cache; returns the stamped file.
 
     A cached model whose card carries the registry's sha256 is returned without any network access;
     a verified download already in the cache is re-stamped without one. ``force`` downloads again.
+    ``source`` is a local copy of the published file (offline use): it must have the pinned sha256,
+    and is copied into the cache as if downloaded.
 
     Raises:
         RegistryError: unknown name, download failed (with an offline hint), or sha256 mismatch.
@@ -253,12 +267,14 @@ def pull(
     entry = get_entry(name, load_registry() if registry is None else registry)
     root = cache_root(cache_dir)
     dst = root / "models" / f"{name}.onnx"
-    if not force and _is_fresh(dst, entry):
+    if source is None and not force and _is_fresh(dst, entry):
         logger.info("%s is already cached: %s", name, dst)
         return dst
     labels = _labels(name, entry, timeout=timeout)
     raw = _download_path(root, name, entry.url)
-    if force or not (raw.is_file() and sha256_file(raw) == entry.sha256):
+    if source is not None:
+        _copy_verified(name, entry, Path(source).expanduser(), raw)
+    elif force or not (raw.is_file() and sha256_file(raw) == entry.sha256):
         _fetch_verified(name, entry, raw, timeout=timeout, progress=progress)
     else:
         logger.info("re-stamping %s from the verified download %s", name, raw)
@@ -295,7 +311,8 @@ def resolve_model(
     if not cached.is_file():
         raise RegistryError(
             f"model {name_or_path} is not downloaded yet: run 'wildedge model pull {name_or_path}' "
-            "(or pass a local .onnx path)"
+            f"(offline: 'wildedge model pull {name_or_path} --from FILE.onnx' with the file from "
+            f"{entries[name_or_path].url}, or pass the path of a stamped .onnx file to -m)"
         )
     if not _is_fresh(cached, entries[name_or_path]):
         logger.warning(
