@@ -17,7 +17,6 @@ from edge.batch.runner import BatchRunner
 from edge.batch.sources import collect, nothing_found
 from edge.errors import WildedgeError
 from edge.inference.card import sha256_file
-from edge.inference.labels import expand_classes
 from edge.inference.session import default_threads
 
 logger = logging.getLogger(__name__)
@@ -125,8 +124,10 @@ def detect(
         classify_ids = None
         if classifier is not None:
             cls = Classifier(resolve_model(classifier), top_k=top_k, threads=threads, spin=False)
-            classify_ids = expand_classes([c.strip() for c in classify_classes.split(",") if c.strip()],
-                                          det.labels)
+            from edge.config.preflight import resolve_classes  # the daemon's classifier.classes rule
+
+            classify_ids = resolve_classes([c.strip() for c in classify_classes.split(",") if c.strip()],
+                                           det.labels, key="--classify-classes", model=detector_path)
         runner = BatchRunner(det, classifier=cls, classify_ids=classify_ids, tile=tile, overlap=overlap,
                              full_frame=full_frame, reduced=reduced, video_every=video_every,
                              workers=workers or min(2, default_threads()))

@@ -54,11 +54,17 @@ def runtime_problems(cfg: Any) -> list[str]:
 
 
 def _validated(config: Path, overrides: list[str] | None) -> Any:
-    """``load_config`` plus :func:`runtime_problems`; raises InvalidConfigError for either."""
+    """``load_config``, :func:`runtime_problems` and ``preflight`` (the model-dependent values, see
+    edge/config/preflight.py); raises InvalidConfigError for any of them."""
     from edge.config import InvalidConfigError, load_config
+    from edge.config.preflight import preflight
 
     cfg = load_config(config, overrides=overrides or [])
     problems = runtime_problems(cfg)
+    try:  # classifier.classes against the detector's labels: 'animal' expanded as detect does
+        cfg = preflight(cfg)
+    except ConfigError as err:
+        problems.append(str(err))
     if problems:
         raise InvalidConfigError(problems, source=str(config))
     return cfg
