@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.inference.detector import Detection
+
+if TYPE_CHECKING:
+    from edge.outputs.categories import Categories
 
 
 @dataclass(slots=True)
@@ -76,18 +79,25 @@ class FileResult:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What an output file says about a model that produced it."""
+    """What an output file says about a model that produced it.
+
+    ``conf`` is the threshold this run used; ``typical_conf`` the one the model's card recommends
+    (it describes the model, so MegaDetector's ``typical_*_threshold`` is taken from it).
+    """
 
     name: str  # model file's base name
     labels: list[str]
     conf: float
     input_size: tuple[int, int]
+    typical_conf: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The models of a run (classifier optional)."""
+    """The models of a run (classifier optional), how classes are written, and the run's settings."""
 
     detector: ModelInfo
     classifier: ModelInfo | None = None
     completed: str = ""  # "YYYY-MM-DD HH:MM:SS", local time of completion
+    categories: Categories | None = None  # None: the detector's own classes (categories.native)
+    settings: dict[str, Any] = field(default_factory=dict)  # run settings recorded in the output (conf, iou...)

@@ -121,7 +121,7 @@ class BatchRunner:
         capture = cv2.VideoCapture(str(item.path))
         try:
             if not capture.isOpened():
-                return FileResult(item.name, failure="Failure video access: cannot open the video")
+                return _failed_video(item, "Failure video access: cannot open the video")
             fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
             processed: list[int] = []
             detections: list[Detection] = []
@@ -143,7 +143,7 @@ class BatchRunner:
         finally:
             capture.release()
         if not processed:
-            return FileResult(item.name, failure="Failure video access: no frame could be decoded")
+            return _failed_video(item, "Failure video access: no frame could be decoded")
         if self.video_detections == "best":
             detections = _best_frame_per_class(detections)
         return FileResult(item.name, width, height, detections, frame_rate=fps if fps > 0 else 1.0,
@@ -155,7 +155,8 @@ class BatchRunner:
             return work()
         except Exception as err:  # one bad file must not end a run of thousands: record it
             logger.warning("%s: %s: %s", item.name, type(err).__name__, err)
-            return FileResult(item.name, failure=f"Failure inference: {type(err).__name__}: {err}")
+            failure = f"Failure inference: {type(err).__name__}: {err}"
+            return _failed_video(item, failure) if item.is_video else FileResult(item.name, failure=failure)
 
     def run(self, items: Iterable[Item]) -> Iterator[FileResult]:
         """Yield one result per item, in order."""
@@ -177,6 +178,11 @@ class BatchRunner:
                     yield self._safe(item, lambda: self._video(item))
                 else:
                     yield self._safe(item, lambda: self._finish(item, future.result()))
+
+
+def _failed_video(item: Item, failure: str) -> FileResult:
+    """A video that could not be processed, as MegaDetector writes one: frame rate -1, no frames."""
+    return FileResult(item.name, failure=failure, frame_rate=-1.0, frames_processed=[])
 
 
 def _best_frame_per_class(detections: list[Detection]) -> list[Detection]:

@@ -54,6 +54,35 @@ def _tiling(tile: int | None, overlap: float | None, full_frame: bool) -> float:
     return 0.2 if overlap is None else overlap
 
 
+def _coco_gt(path: Path | None, out_format: str, categories: str | None):
+    """The ground truth of ``--coco-gt`` (read before any model is loaded); checks ``--categories``."""
+    from edge.outputs.categories import SCHEMES
+    from edge.outputs.coco import load_coco_gt
+
+    if categories is not None and categories not in SCHEMES:
+        raise _fail(f"--categories must be one of {', '.join(SCHEMES)}, got {categories!r}")
+    if path is None:
+        return None
+    if out_format != "coco":
+        raise _fail(f"--coco-gt needs --format coco (the output is {out_format})")
+    try:
+        return load_coco_gt(path)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+
+
+def _categories(card, categories: str | None, *, keep_classes: bool):
+    """How the detector's classes are written: ``--categories``, else the card's scheme, else native."""
+    from edge.outputs.categories import categories_for
+
+    scheme = categories or (card.categories.scheme if card.categories else "native")
+    mapping = card.categories.map if card.categories else None
+    try:
+        return categories_for(card.labels, scheme, mapping, keep_classes=keep_classes)
+    except ValueError as err:
+        raise ValueError(f"--categories {scheme}: {err}") from None
+
+
 def _progress(total: int, enabled: bool):
     """A rich progress bar on an interactive terminal, else nothing."""
     if not enabled or not sys.stderr.isatty():
@@ -72,6 +101,17 @@ def detect(
     fmt: Annotated[Optional[str], typer.Option(
         "--format", help="megadetector (default; format 1.6, read by Timelapse and AddaxAI), coco or csv "
                          "(default for a .csv output).")] = None,
+    categories: Annotated[Optional[str], typer.Option(
+        help="native (the detector's own classes; COCO's ids for a COCO-80 model) or megadetector "
+             "(1 animal, 2 person, 3 vehicle, as MegaDetector tools expect; the detector's class is kept as a "
+             "classification); default: the model card's, else native.")] = None,
+    detector_classes: Annotated[bool, typer.Option(
+        "--detector-classes/--no-detector-classes",
+        help="With --categories megadetector: keep each box's own class as a classification. MegaDetector's "
+             "merge_detections needs --no-detector-classes to merge into a file without classifications.")] = True,
+    coco_gt: Annotated[Optional[Path], typer.Option(
+        "--coco-gt", help="With --format coco: take image and category ids from this COCO ground-truth file "
+                          "(matched by file name and class name).")] = None,
     conf: Annotated[Optional[float], typer.Option(help="Confidence threshold; default: the card's.")] = None,
     iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold; default: the card's.")] = None,
     tile: Annotated[Optional[int], typer.Option(help=(
@@ -107,6 +147,7 @@ def detect(
 
     overlap = _tiling(tile, overlap, full_frame)
     out_format = _format_for(output, fmt)
+    gt = _coco_gt(coco_gt, out_format, categories)
     try:  # before any model is loaded: a bad -o must not cost a whole run
         checkpoint.check_output(output, example="results.csv" if out_format == "csv" else "results.json")
     except WildedgeError as err:
@@ -128,6 +169,7 @@ def detect(
 
             classify_ids = resolve_classes([c.strip() for c in classify_classes.split(",") if c.strip()],
                                            det.labels, key="--classify-classes", model=detector_path)
+        cats = _categories(det.card, categories, keep_classes=detector_classes)
         runner = BatchRunner(det, classifier=cls, classify_ids=classify_ids, tile=tile, overlap=overlap,
                              full_frame=full_frame, reduced=reduced, video_every=video_every,
                              workers=workers or min(2, default_threads()))
@@ -174,12 +216,17 @@ def detect(
                 progress.stop()
     results = [new.get(item.name) or done[item.name] for item in items]
     run = RunInfo(
-        detector=ModelInfo(detector_path.name, det.labels, det.conf, det.input_size),
-        classifier=ModelInfo(cls.model.path.name, cls.labels, 0.0, cls.card.preprocess.input_size) if cls else None,
+        detector=ModelInfo(detector_path.name, det.labels, det.conf, det.input_size,
+                           typical_conf=det.card.thresholds.conf),
+        classifier=ModelInfo(cls.model.path.name, cls.labels, 0.0, cls.card.preprocess.input_size,
+                             typical_conf=cls.card.thresholds.conf) if cls else None,
         completed=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        categories=cats,
+        settings={"iou_threshold": det.iou, "tile": tile, "video_every": video_every,
+                  "classifier_top_k": top_k if cls else None},
     )
     try:
-        write_results(out_format, results, output, run=run, base_dir=base)
+        write_results(out_format, results, output, run=run, base_dir=base, coco_gt=gt)
     except OSError as err:
         raise _fail(f"cannot write {output}: {err.strerror or err}; the results are kept in {ckpt}: "
                     "fix the cause and rerun with --resume") from err

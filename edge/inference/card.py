@@ -81,6 +81,17 @@ class Thresholds(_Strict):
     max_detections: int = Field(300, ge=1)
 
 
+class Categories(_Strict):
+    """The category scheme results are written in by default (``wildedge detect --categories``).
+
+    ``map`` names, for each detector label kept, its MegaDetector class; labels it leaves out are
+    dropped. Without ``map``, COCO names map by themselves (animals, person, road vehicles).
+    """
+
+    scheme: Literal["native", "megadetector"] = "megadetector"
+    map: dict[str, Literal["animal", "person", "vehicle"]] | None = None
+
+
 class Source(_Strict):
     """Where the weights came from."""
 
@@ -106,6 +117,7 @@ class ModelCard(_Strict):
     decoder: Decoder
     labels: list[str]
     thresholds: Thresholds = Thresholds()
+    categories: Categories | None = None
     source: Source = Source()
     exporter: Exporter = Exporter()
     quantization: dict[str, Any] | None = None
@@ -119,6 +131,10 @@ class ModelCard(_Strict):
             )
         if not self.labels:
             raise ValueError("labels must not be empty")
+        if self.categories is not None and self.categories.map is not None:
+            unknown = sorted(set(self.categories.map) - set(self.labels))
+            if unknown:
+                raise ValueError(f"categories.map names labels the model lacks: {', '.join(unknown)}")
         if self.task == "detect" and self.preprocess.resize == "centre_crop":
             raise ValueError("preprocess.resize 'centre_crop' is for classifiers; a detector must see the whole frame")
         return self

@@ -2,6 +2,7 @@
 
 Every writer is ``writer(results, stream, *, run)``; :func:`write_results` picks one by name and
 writes its file atomically, so a crash or a full disk never leaves a half-written results file.
+COCO is a pair: the results list, and (without ground truth) its image list beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol, TextIO
 
 from edge.batch.results import FileResult, RunInfo
 from edge.outputs._common import relative_to_base
-from edge.outputs.coco import write_coco
+from edge.outputs.coco import CocoGroundTruth, coco_images_path, write_coco, write_coco_images
 from edge.outputs.csv import write_csv
 from edge.outputs.megadetector import write_megadetector
 
@@ -40,6 +41,7 @@ def write_results(
     *,
     run: RunInfo,
     base_dir: str | os.PathLike[str] | None = None,
+    coco_gt: CocoGroundTruth | None = None,
 ) -> Path:
     """Write ``results`` to ``path`` in format ``fmt``, replacing any file there atomically.
 
@@ -49,6 +51,8 @@ def write_results(
         path: the output file; its folder must exist.
         run: the models of the run.
         base_dir: when given, absolute ``file`` paths are written relative to it.
+        coco_gt: for ``coco``, the ground truth whose image and category ids the results take;
+            without it the image list is written beside ``path`` (:func:`coco_images_path`).
 
     Returns:
         The path written.
@@ -64,7 +68,14 @@ def write_results(
     if base_dir is not None:
         results = [relative_to_base(r, base_dir) for r in results]
     target = Path(path)
-    _atomic_write(target, lambda stream: writer(results, stream, run=run))
+    if fmt == "coco":
+        if coco_gt is None:
+            images = coco_images_path(target)
+            _atomic_write(images, lambda stream: write_coco_images(results, stream, run=run))
+            logger.info("wrote the images and categories of the COCO results to %s", images)
+        _atomic_write(target, lambda stream: write_coco(results, stream, run=run, gt=coco_gt))
+    else:
+        _atomic_write(target, lambda stream: writer(results, stream, run=run))
     logger.info("wrote %d results to %s (%s)", len(results), target, fmt)
     return target
 

@@ -9,6 +9,7 @@ from pathlib import Path, PurePath
 
 from edge.batch.results import FileResult, RunInfo
 from edge.inference.detector import Detection
+from edge.outputs.categories import Categories, native
 
 Box = tuple[float, float, float, float]
 
@@ -63,3 +64,8 @@ def completion_time(run: RunInfo) -> str:
     """The run's completion time, or now when the caller left it blank."""
     return run.completed or datetime.now().strftime("%Y-%m-%d %H:%M:%S")
 
+
+
+def run_categories(run: RunInfo) -> Categories:
+    """How the run's detector classes are written: ``run.categories``, else the detector's own."""
+    return run.categories if run.categories is not None else native(run.detector.labels)

@@ -1,8 +1,22 @@
 """MegaDetector batch-output format 1.6: writer, validator, and a reader for files of format 1.0-1.6.
 
-Spec: https://lila.science/megadetector-output-format. Detection category ids are ``class_id + 1``
-(the spec reserves "0" for "empty"); classification category ids are the classifier's class ids.
-A video is one entry, as MegaDetector writes them, with ``frame_number`` on each detection.
+Spec: https://lila.science/megadetector-output-format; "what MegaDetector writes" is checked against
+the ``megadetector`` package (``detection/run_detector_batch.py``, ``detection/process_video.py``,
+``postprocessing/validate_batch_results.py``).
+
+- Detection categories: see :mod:`edge.outputs.categories` (the detector's own classes, or
+  MegaDetector's animal/person/vehicle with ``--categories megadetector``).
+- Classification categories: the classifier's class ids ("0".."n-1"). With MegaDetector categories
+  on a detector of other classes, the detector's own class of each kept box is a classification too
+  (ids after the classifier's: ``n + class index``; probability = the box's score), so nothing is
+  lost; a crop the classifier saw carries the classifier's classes instead.
+- ``info.detector_metadata`` describes the model, as MegaDetector's does: ``typical_detection_threshold``
+  is the card's recommended threshold (MegaDetector's 0.2 when unknown), ``conservative_detection_threshold``
+  half of it (MegaDetector's ratio for a model it does not know). The run's own ``--conf`` and
+  other settings are in ``info.custom_metadata``, MegaDetector's place for run data.
+- A video is one entry, with ``frame_rate``, ``frames_processed`` and ``frame_number`` on each
+  detection; a video that could not be read has ``frame_rate: -1.0, frames_processed: []``,
+  its ``failure`` and ``detections: null``, as MegaDetector writes it.
 """
 
 from __future__ import annotations
@@ -11,20 +25,32 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from edge import __version__
 from edge.batch.results import FileResult, ModelInfo, RunInfo
-from edge.outputs._common import clipped_detections, completion_time
+from edge.imaging import VIDEO_SUFFIXES
+from edge.outputs._common import clipped_detections, completion_time, run_categories
+from edge.outputs.categories import Categories
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.6"
 READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
-VIDEO_FIELDS_SINCE = (1, 4)  # frame_rate / frame_number became required for videos in 1.4
+FRAME_RATE_SINCE = (1, 4)  # frame_rate / frame_number became required for videos in 1.4
+FRAMES_PROCESSED_SINCE = (1, 5)  # frames_processed in 1.5 (as MegaDetector's validator checks)
 # MegaDetector's own files carry float noise such as bbox x = -5e-07; don't reject that.
 BBOX_TOLERANCE = 1e-4
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".m4v", ".asf"})
+# MegaDetector's video_utils.VIDEO_EXTENSIONS plus the other suffixes wildedge reads as videos.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".flv", ".wmv", ".m4v", ".asf",
+                              ".3gp"}) | VIDEO_SUFFIXES
+FAILED_VIDEO_FRAME_RATE = -1.0  # what MegaDetector writes for a video it could not read
+# MegaDetector's defaults for a model it does not know (run_detector.get_detector_metadata_from_version_string)
+# and for classifications (classification_postprocessing.ClassificationSmoothingOptions).
+MD_TYPICAL_DETECTION_THRESHOLD = 0.2
+MD_TYPICAL_CLASSIFICATION_THRESHOLD = 0.5
 
 
 def to_megadetector(results: Sequence[FileResult], *, run: RunInfo) -> dict[str, Any]:
@@ -33,20 +59,35 @@ def to_megadetector(results: Sequence[FileResult], *, run: RunInfo) -> dict[str,
     Raises:
         ValueError: a result cannot be expressed (no size, unknown class, classification without classifier).
     """
+    cats = run_categories(run)
     completed = completion_time(run)
     info: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "detector": run.detector.name,
         "detection_completion_time": completed,
-        "detector_metadata": _metadata(run.detector, "detection"),
+        "detector_metadata": _detector_metadata(run.detector),
     }
-    doc: dict[str, Any] = {"info": info, "detection_categories": _categories(run.detector, offset=1)}
+    doc: dict[str, Any] = {"info": info,
+                           "detection_categories": {str(i): name for i, name in cats.names.items()}}
+    classes, detector_class_ids = _classification_categories(run, cats)
     if run.classifier is not None:
         info["classifier"] = run.classifier.name
         info["classification_completion_time"] = completed
-        info["classifier_metadata"] = _metadata(run.classifier, "classification")
-        doc["classification_categories"] = _categories(run.classifier, offset=0)
-    doc["images"] = [_image(result) for result in results]
+        info["classifier_metadata"] = _classifier_metadata(run.classifier)
+    elif classes:
+        info["classifier"] = f"{run.detector.name} (the detector's own classes)"
+        info["classification_completion_time"] = completed
+        info["classifier_metadata"] = {
+            "typical_classification_threshold": info["detector_metadata"]["typical_detection_threshold"]}
+    info["custom_metadata"] = {"generator": f"wildedge {__version__}", "categories": cats.scheme,
+                               "detection_threshold": run.detector.conf, **run.settings}
+    if classes:
+        doc["classification_categories"] = classes
+    dropped: Counter[str] = Counter()
+    doc["images"] = [_image(result, cats, detector_class_ids, dropped) for result in results]
+    if dropped:
+        logger.info("%d detections of classes outside the %s categories are left out (%s)",
+                    sum(dropped.values()), cats.scheme, ", ".join(f"{k} {v}" for k, v in dropped.most_common(8)))
     problems = validate_megadetector(doc)
     if problems:
         raise ValueError("cannot write a valid MegaDetector file: " + "; ".join(problems[:5]))
@@ -80,25 +121,51 @@ def read_megadetector(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def _categories(model: ModelInfo, *, offset: int) -> dict[str, str]:
-    for i, label in enumerate(model.labels):
-        if not label.strip():
-            raise ValueError(f"{model.name}: class {i} has a blank label; the format needs a name")
-    return {str(i + offset): label for i, label in enumerate(model.labels)}
+def _classification_categories(run: RunInfo, cats: Categories) -> tuple[dict[str, str], dict[int, str]]:
+    """``classification_categories``, and the classification id of each kept detector class when the
+    detector's classes were merged into MegaDetector's (else empty)."""
+    classes: dict[str, str] = {}
+    if run.classifier is not None:
+        for i, label in enumerate(run.classifier.labels):
+            if not label.strip():
+                raise ValueError(f"{run.classifier.name}: class {i} has a blank label; the format needs a name")
+            classes[str(i)] = label
+    detector_ids: dict[int, str] = {}
+    if cats.keep_classes:
+        offset = len(classes)
+        for i, label in enumerate(cats.labels):
+            if cats.ids[i] is not None:
+                detector_ids[i] = str(offset + i)
+                classes[detector_ids[i]] = label
+    return classes, detector_ids
 
 
-def _metadata(model: ModelInfo, kind: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"image_size": max(model.input_size), f"typical_{kind}_threshold": model.conf}
-    if kind == "detection":
-        meta["conservative_detection_threshold"] = round(model.conf / 2, 3)
-    return meta
+def _detector_metadata(model: ModelInfo) -> dict[str, Any]:
+    typical = model.typical_conf if model.typical_conf is not None else MD_TYPICAL_DETECTION_THRESHOLD
+    return {"image_size": max(model.input_size), "typical_detection_threshold": round(typical, 3),
+            "conservative_detection_threshold": round(typical / 2, 3)}
 
 
-def _image(result: FileResult) -> dict[str, Any]:
+def _classifier_metadata(model: ModelInfo) -> dict[str, Any]:
+    typical = model.typical_conf if model.typical_conf else MD_TYPICAL_CLASSIFICATION_THRESHOLD
+    return {"image_size": max(model.input_size), "typical_classification_threshold": round(typical, 3)}
+
+
+def is_video_result(result: FileResult) -> bool:
+    """A video: it has frames, or (failed before any frame) its name says so."""
+    return result.is_video or os.path.splitext(result.file)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _image(result: FileResult, cats: Categories, detector_class_ids: dict[int, str],
+           dropped: Counter[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"file": result.file}
-    if result.is_video:
-        if result.frame_rate is not None:
-            entry["frame_rate"] = result.frame_rate
+    video = is_video_result(result)
+    if video:
+        if result.failure is not None:
+            rate = result.frame_rate if result.frame_rate and result.frame_rate > 0 else FAILED_VIDEO_FRAME_RATE
+        else:
+            rate = result.frame_rate if result.frame_rate and result.frame_rate > 0 else 1.0
+        entry["frame_rate"] = float(rate)
         entry["frames_processed"] = list(result.frames_processed or [])
     if result.failure is not None:
         entry["failure"] = result.failure
@@ -110,18 +177,24 @@ def _image(result: FileResult) -> dict[str, Any]:
                      result.file, len(result.detections) - len(kept))
     dets = []
     for det, (x1, y1, x2, y2) in kept:
+        category = cats.id_of(det.class_id)
+        if category is None:
+            dropped[det.label] += 1
+            continue
         # Round the corners, not the sizes, so x + w never exceeds 1 through rounding.
         nx1, ny1 = round(x1 / result.width, 4), round(y1 / result.height, 4)
         nx2, ny2 = round(x2 / result.width, 4), round(y2 / result.height, 4)
         out: dict[str, Any] = {
-            "category": str(det.class_id + 1),
+            "category": str(category),
             "conf": round(float(det.score), 3),
             "bbox": [nx1, ny1, round(nx2 - nx1, 4), round(ny2 - ny1, 4)],
         }
         if det.classifications:
             ranked = sorted(det.classifications, key=lambda cp: cp[1], reverse=True)
             out["classifications"] = [[str(c), round(float(p), 3)] for c, p in ranked]
-        if result.is_video:
+        elif det.class_id in detector_class_ids:
+            out["classifications"] = [[detector_class_ids[det.class_id], round(float(det.score), 3)]]
+        if video:
             if det.frame is None:
                 raise ValueError(f"{result.file}: a video detection has no frame number")
             out["frame_number"] = det.frame
@@ -149,11 +222,9 @@ def validate_megadetector(doc: Any, *, allow_older: bool = False) -> list[str]:
     if "images" in doc and not isinstance(images, list):
         problems.append("images: must be a list")
     elif isinstance(images, list):
-        videos_need_frames = version is not None and version >= VIDEO_FIELDS_SINCE
         has_cls = "classification_categories" in doc
         for i, image in enumerate(images):
-            _check_image(f"images[{i}]", image, det_ids, cls_ids if has_cls else None, videos_need_frames,
-                         problems)
+            _check_image(f"images[{i}]", image, det_ids, cls_ids if has_cls else None, version, problems)
     return problems
 
 
@@ -193,7 +264,7 @@ def _check_categories(doc: dict[str, Any], key: str, problems: list[str]) -> set
 
 
 def _check_image(path: str, image: Any, det_ids: set[str], cls_ids: set[str] | None,
-                 videos_need_frames: bool, problems: list[str]) -> None:
+                 version: tuple[int, int] | None, problems: list[str]) -> None:
     if not isinstance(image, dict):
         problems.append(f"{path}: must be an object")
         return
@@ -213,25 +284,32 @@ def _check_image(path: str, image: Any, det_ids: set[str], cls_ids: set[str] | N
         dets = None
     is_video = ("frame_rate" in image or "frames_processed" in image
                 or (isinstance(file, str) and os.path.splitext(file)[1].lower() in VIDEO_EXTENSIONS))
-    frames = _check_video_fields(path, image, videos_need_frames and is_video and failure is None, problems)
+    frames = _check_video_fields(path, image, version if is_video else None, failure is not None, problems)
+    needs_frame_number = version is not None and version >= FRAME_RATE_SINCE
     for j, det in enumerate(dets or []):
         _check_detection(f"{path}.detections[{j}]", det, det_ids, cls_ids, problems)
         if is_video and isinstance(det, dict):
-            _check_frame_number(f"{path}.detections[{j}].frame_number", det, frames, videos_need_frames,
+            _check_frame_number(f"{path}.detections[{j}].frame_number", det, frames, needs_frame_number,
                                 problems)
 
 
-def _check_video_fields(path: str, image: dict[str, Any], required: bool,
+def _check_video_fields(path: str, image: dict[str, Any], version: tuple[int, int] | None, failed: bool,
                         problems: list[str]) -> set[int] | None:
+    """``version`` is None for a still image (the fields are then only checked when present).
+
+    A failed video needs the fields too (MegaDetector writes ``frame_rate: -1.0, frames_processed: []``);
+    only a failed video may have a frame rate that is not positive.
+    """
     if "frame_rate" in image:
         rate = image["frame_rate"]
-        if not _is_number(rate) or not rate > 0:
-            problems.append(f"{path}.frame_rate: must be a number greater than 0, got {rate!r}")
-    elif required:
-        problems.append(f"{path}.frame_rate: required for a video")
+        if not _is_number(rate) or not (rate > 0 or (failed and rate != 0)):
+            problems.append(f"{path}.frame_rate: must be a number greater than 0 (-1.0 for a video that failed),"
+                            f" got {rate!r}")
+    elif version is not None and version >= FRAME_RATE_SINCE:
+        problems.append(f"{path}.frame_rate: required for a video (-1.0 when it could not be read)")
     if "frames_processed" not in image:
-        if required:
-            problems.append(f"{path}.frames_processed: required for a video")
+        if version is not None and version >= FRAMES_PROCESSED_SINCE:
+            problems.append(f"{path}.frames_processed: required for a video ([] when it could not be read)")
         return None
     frames = image["frames_processed"]
     if not isinstance(frames, list) or not all(_is_int(f) and f >= 0 for f in frames):
