@@ -426,3 +426,51 @@ def test_retained_discovery_reaches_a_late_subscriber_and_removal_clears_it(brok
         client.disconnect()
         client.loop_stop()
 
+
+
+@pytest.mark.assets
+def test_daemon_replaying_old_photos_with_a_trusted_rtc_counts_only_today_and_keeps_it_across_a_restart(
+        tmp_path, assets, stamped, broker) -> None:
+    """A card with a 2018 photo and one of today, rtc = true: "today" is 1 (not 1-0-1-0), the last
+    detection is today's photo with its camera time, and a restart publishes the same count."""
+    import shutil
+
+    from test_capture import _tiff, _with_exif
+
+    from edge.clock import SystemClock
+    from edge.config import config_from_dict
+    from edge.daemon import Daemon
+
+    photo = sorted((assets / "camera_traps_lila" / "images").iterdir())[1].read_bytes()
+    card = tmp_path / "card"
+    card.mkdir()
+    now = datetime.now(UTC).replace(microsecond=0)
+    taken = {"a_2018.jpg": datetime(2018, 5, 12, 6, 41, 3, tzinfo=UTC), "b_today.jpg": now - timedelta(minutes=1),
+             "c_2019.jpg": datetime(2019, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    for name, when in taken.items():
+        (card / name).write_bytes(_with_exif(photo, _tiff({}, {0x9003: when.strftime("%Y:%m:%d %H:%M:%S")})))
+    config = config_from_dict({
+        "device": {"id": "trap.01", "state_dir": str(tmp_path / "state"), "timezone": "UTC", "rtc": True},
+        "camera": {"type": "folder", "path": str(card)},
+        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
+        "privacy": {"person": "keep"}, "storage": {"min_free": 0},
+        "mqtt": {"url": broker.url, "keepalive": "5s", "ha_discovery": True},
+    })
+    expected_today = int(taken["b_today.jpg"].date() == datetime.now(UTC).date())
+
+    def retained_state(client_id: str) -> dict[str, Any]:
+        sub = Subscriber(broker.host, broker.port, topic="wildedge/trap.01/ha", client_id=client_id)
+        try:
+            sub.wait_for(lambda: sub.on("/ha"))
+            return json.loads(sub.on("/ha")[-1].payload)
+        finally:
+            sub.close()
+
+    assert Daemon(config, once=True, clock=SystemClock(rtc=True)).run() == 0
+    first = retained_state("ha-1")
+    assert first == {"v": 1, "d": "trap.01", "last": first["last"],
+                     "at": taken["b_today.jpg"].strftime("%Y-%m-%dT%H:%M:%SZ"), "today": expected_today}
+    shutil.rmtree(card)
+    card.mkdir()  # nothing new on the card: the restart only publishes the kept state
+    assert Daemon(config, once=True, clock=SystemClock(rtc=True)).run() == 0
+    assert retained_state("ha-2") == first
