@@ -31,11 +31,13 @@ Int8Opt = Annotated[bool, typer.Option(
     "--int8", help="Also quantize to INT8 (needs --calib); the FP32 file is kept as OUT.fp32.onnx.")]
 CalibOpt = Annotated[Optional[Path], typer.Option(
     help="Folder of representative photos for INT8 calibration.")]
-CalibLabelsOpt = Annotated[Optional[Path], typer.Option(
-    help="Ground truth of the calibration photos (COCO json or YOLO labels folder): INT8 is then judged by "
-         "mAP@0.5.")]
+GtLabelsOpt = Annotated[Optional[Path], typer.Option(
+    "--gt-labels", help="Ground truth of the calibration photos (COCO json or YOLO labels folder): INT8 is "
+                        "then judged by mAP@0.5. (--labels names the classes.)")]
+OldGtLabelsOpt = Annotated[Optional[Path], typer.Option(
+    "--calib-labels", hidden=True, help="Deprecated name of --gt-labels.")]
 BudgetOpt = Annotated[Optional[float], typer.Option(
-    help="Largest accuracy drop INT8 may cost, in points (mAP@0.5 x 100 with --calib-labels, else % "
+    help="Largest accuracy drop INT8 may cost, in points (mAP@0.5 x 100 with --gt-labels, else % "
          "agreement with FP32); past it, the most harmful layers stay in float.")]
 MethodOpt = Annotated[str, typer.Option(help="INT8 calibration method: minmax, entropy or percentile.")]
 TypesOpt = Annotated[str, typer.Option(
@@ -43,7 +45,7 @@ TypesOpt = Annotated[str, typer.Option(
          "(fast on ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI), s8s8.")]
 TargetLatencyOpt = Annotated[Optional[float], typer.Option(
     help="With --int8: the model-only latency (ms) the deployment needs; the summary says which model, or "
-         "which --imgsz, meets it on this machine.")]
+         "which --imgsz to export at, meets it on this machine.")]
 CheckImagesOpt = Annotated[Optional[list[Path]], typer.Option(
     "--check-images", help="Photo folder for the FP32 parity check (repeatable); default: --calib, else "
                            "synthetic frames.")]
@@ -52,6 +54,16 @@ CacheOpt = Annotated[Optional[Path], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of a summary.")]
 PresetOpt = Annotated[Optional[str], typer.Option(
     help="ONNX sources without a card: the model family (see 'wildedge model stamp --help').")]
+
+
+def gt_labels_option(new: Path | None, old: Path | None, old_name: str) -> Path | None:
+    """The ground-truth file from ``--gt-labels`` or its deprecated name ``old_name`` (a warning line)."""
+    if old is None:
+        return new
+    if new is not None and new != old:
+        raise _fail(f"{old_name} is the old name of --gt-labels: give --gt-labels only")
+    typer.echo(f"warning: {old_name} is deprecated for ground truth: use --gt-labels", err=True)
+    return old
 
 
 def _fail(message: str) -> typer.Exit:
@@ -120,7 +132,7 @@ def export_model(
     if int8 and calib is None:
         raise ValueError("--int8 needs --calib DIR (representative photos)")
     if not int8 and any(v is not None for v in (calib, calib_labels, budget, target_latency_ms)):
-        raise ValueError("--calib, --calib-labels, --budget and --target-latency are INT8 options: add --int8")
+        raise ValueError("--calib, --gt-labels, --budget and --target-latency are INT8 options: add --int8")
     if imgsz is not None and imgsz < 8:
         raise ValueError(f"--imgsz must be at least 8, got {imgsz}")
     from export.sources import open_source
@@ -212,7 +224,8 @@ def detector(
         help="Class names (text or JSON): needed with --preset; renames a checkpoint's classes.")] = None,
     int8: Int8Opt = False,
     calib: CalibOpt = None,
-    calib_labels: CalibLabelsOpt = None,
+    gt_labels: GtLabelsOpt = None,
+    calib_labels: OldGtLabelsOpt = None,
     budget: BudgetOpt = None,
     method: MethodOpt = "minmax",
     target_latency: TargetLatencyOpt = None,
@@ -227,7 +240,8 @@ def detector(
     export or parity error.
     """
     _run("detect", source, output, as_json, imgsz=imgsz, preset=preset, labels=labels, int8=int8,
-         calib=calib, calib_labels=calib_labels, budget=budget, method=method, check_images=check_images,
+         calib=calib, calib_labels=gt_labels_option(gt_labels, calib_labels, "--calib-labels"), budget=budget,
+         method=method, check_images=check_images,
          target_latency_ms=target_latency, types=types, cache_dir=cache_dir)
 
 
@@ -247,7 +261,8 @@ def classifier(
     preset: PresetOpt = None,
     int8: Int8Opt = False,
     calib: CalibOpt = None,
-    calib_labels: CalibLabelsOpt = None,
+    gt_labels: GtLabelsOpt = None,
+    calib_labels: OldGtLabelsOpt = None,
     budget: BudgetOpt = None,
     method: MethodOpt = "minmax",
     target_latency: TargetLatencyOpt = None,
@@ -263,5 +278,6 @@ def classifier(
     """
     _run("classify", source, output, as_json, arch=arch, labels=labels, imgsz=imgsz,
          mean=_triple(mean, "--mean"), std=_triple(std, "--std"), preset=preset, int8=int8, calib=calib,
-         calib_labels=calib_labels, budget=budget, method=method, check_images=check_images,
+         calib_labels=gt_labels_option(gt_labels, calib_labels, "--calib-labels"), budget=budget, method=method,
+         check_images=check_images,
          target_latency_ms=target_latency, types=types, cache_dir=cache_dir)

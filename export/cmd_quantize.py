@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from edge.errors import WildedgeError
+from export.cmd_export import gt_labels_option
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,17 @@ def quantize(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the INT8 model.")],
     calib: Annotated[Path, typer.Option(
         "--calib", help="Calibration photos (at least 16, 50+ recommended), ideally from the target camera.")],
+    gt_labels: Annotated[Optional[Path], typer.Option(
+        "--gt-labels", help="Ground truth of the held-out photos: COCO json, or YOLO labels folder with "
+                            "obj.names/classes.txt. Without it the INT8 model is judged by its agreement "
+                            "with FP32.")] = None,
     labels: Annotated[Optional[Path], typer.Option(
-        help="Labels of the held-out photos: COCO json, or YOLO labels folder with obj.names/classes.txt. "
-             "Without labels the INT8 model is judged by its agreement with FP32.")] = None,
+        "--labels", hidden=True, help="Deprecated name of --gt-labels.")] = None,
     val: Annotated[Optional[Path], typer.Option(
         help="Held-out photos to measure the drop on; default: a fixed half of --calib (the other half "
              "calibrates).")] = None,
     budget: Annotated[Optional[float], typer.Option(
-        help="Largest acceptable drop in points: mAP@0.5 x100 with --labels (default 1.0), else agreement "
+        help="Largest acceptable drop in points: mAP@0.5 x100 with --gt-labels (default 1.0), else agreement "
              "percent (default 10.0).")] = None,
     method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or entropy.")] = "minmax",
     types: Annotated[str, typer.Option(
@@ -67,8 +71,8 @@ def quantize(
     max_search: Annotated[float, typer.Option(help="Time cap of the search, seconds.")] = 900.0,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for the measurements.")] = None,
     target_latency: Annotated[Optional[float], typer.Option(
-        help="Model-only latency (ms) the deployment needs: says which model, or which --imgsz, meets it "
-             "on this machine.")] = None,
+        help="Model-only latency (ms) the deployment needs: says which model meets it on this machine, or "
+             "the input size to export at ('wildedge export detector --imgsz N').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Quantize MODEL to INT8 (QDQ), keeping its accuracy within a budget; writes OUTPUT.report.json.
@@ -80,6 +84,7 @@ def quantize(
         from export.quantize import METHODS, TYPES, quantize_model
     except WildedgeError as err:  # MissingExtraError: the export extra is not installed
         raise _fail(str(err)) from err
+    labels = gt_labels_option(gt_labels, labels, "--labels")
     if method not in METHODS:
         raise _fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if types not in TYPES:
@@ -126,19 +131,24 @@ def verify(
     fp32: Annotated[Path, typer.Argument(help="The float model.")],
     int8: Annotated[Path, typer.Argument(help="The INT8 model.")],
     images: Annotated[Path, typer.Option(help="Folder of photos to compare the two on.")],
+    gt_labels: Annotated[Optional[Path], typer.Option(
+        "--gt-labels", help="Ground truth of the photos, COCO json or YOLO labels folder (with "
+                            "obj.names/classes.txt): adds mAP and recall.")] = None,
     labels: Annotated[Optional[Path], typer.Option(
-        help="COCO json or YOLO labels folder (with obj.names/classes.txt): adds mAP and recall.")] = None,
+        "--labels", hidden=True, help="Deprecated name of --gt-labels.")] = None,
     class_map: Annotated[Optional[str], typer.Option(
         help="Rename label classes to the model's: 'voc2coco' or a JSON file {\"from\": \"to\"}.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for both models.")] = None,
     runs: Annotated[int, typer.Option(help="session.run calls per model for the latency median.")] = 50,
     bootstrap: Annotated[int, typer.Option(
-        help="With --labels: resamples for a 90 % interval of the mAP@0.5 drop (0: none; ~0.5 s each).")] = 0,
+        help="With --gt-labels: resamples for a 90 % interval of the mAP@0.5 drop (0: none; ~0.5 s each).")] = 0,
     target_latency: Annotated[Optional[float], typer.Option(
-        help="Model-only latency (ms) the deployment needs: says which model, or which --imgsz, meets it.")] = None,
+        help="Model-only latency (ms) the deployment needs: says which model meets it on this machine, or "
+             "the input size to export at ('wildedge export detector --imgsz N').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Compare INT8 with FP32: mAP, recall, agreement, latency and size; writes INT8.verify.json."""
+    labels = gt_labels_option(gt_labels, labels, "--labels")
     try:
         from export.verify import verify as run_verify
     except WildedgeError as err:

@@ -123,7 +123,7 @@ def test_export_classifier_mean_std_and_imgsz(tmp_path, class_labels, resnet18_w
     (["classifier", "{weights}", "--arch", "resnet18", "--labels", "{labels}", "--int8"],
      "error: --int8 needs --calib DIR (representative photos)"),
     (["classifier", "{weights}", "--arch", "resnet18", "--labels", "{labels}", "--calib", "{tmp}"],
-     "error: --calib, --calib-labels, --budget and --target-latency are INT8 options: add --int8"),
+     "error: --calib, --gt-labels, --budget and --target-latency are INT8 options: add --int8"),
     (["detector", "mdv6-yolov9-c"], "error: mdv6-yolov9-c has no pinned sha256"),
     (["detector", "no-such-model"], "error: no-such-model not found: not a file, an MLflow URI"),
 ])
@@ -199,7 +199,7 @@ def test_int8_over_budget_exits_1_and_passes_the_options_on(tmp_path, class_labe
     out = tmp_path / "m.onnx"
     result = _invoke("export", "classifier", weights, "--arch", "mobilenet_v3_small",
                      "--labels", class_labels, "-o", out, "--int8", "--calib", photos,
-                     "--calib-labels", coco, "--budget", "1", "--method", "entropy", "--types", "u8u8",
+                     "--gt-labels", coco, "--budget", "1", "--method", "entropy", "--types", "u8u8",
                      "--target-latency", "25")
     assert result.exit_code == 1, result.output
     assert "drop 3.5 agreement points (budget 1.0), OVER BUDGET" in result.stdout

@@ -276,3 +276,26 @@ def _sha256(path: Path) -> str:
     from edge.inference.card import sha256_file
 
     return sha256_file(path)
+
+
+# -- item 14: one meaning per option name across commands ---------------------------------------------------
+
+def test_labels_names_classes_and_gt_labels_ground_truth_everywhere():
+    helps = {command: _cli("export", command, "--help").stdout for command in ("detector", "classifier",
+                                                                                  "quantize", "verify")}
+    helps["stamp"] = _cli("model", "stamp", "--help").stdout
+    for command, text in helps.items():
+        assert "--calib-labels" not in text, command  # the old name is a hidden alias
+        if command != "stamp":
+            assert "--gt-labels <path>" in text and "Ground truth" in text, command
+        if command in ("quantize", "verify"):
+            assert "--labels" not in text, command
+            assert "--imgsz N" in text  # the option of 'export detector', named as such
+        else:
+            assert "--labels <path>" in text, command
+
+
+def test_the_old_ground_truth_name_still_works_but_not_beside_the_new_one(tmp_path):
+    result = _cli("export", "verify", "a.onnx", "b.onnx", "--images", str(tmp_path), "--labels", "old.json",
+                  "--gt-labels", "new.json")
+    _one_error(result, "--labels is the old name of --gt-labels", code=2)

@@ -369,7 +369,7 @@ def test_cli_quantize_writes_the_model_and_its_report(stamped, assets, tmp_path)
     out = tmp_path / "fd.int8.onnx"
     result = CliRunner().invoke(app, [
         "export", "quantize", str(stamped["fastestdet"]), "-o", str(out), "--calib", str(assets / VOC / "images"),
-        "--labels", str(assets / COCO_JSON), "--class-map", "voc2coco", "--no-search", "--budget", "50", "--json"])
+        "--gt-labels", str(assets / COCO_JSON), "--class-map", "voc2coco", "--no-search", "--budget", "50", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["output"] == str(out) and out.is_file()

@@ -138,7 +138,7 @@ def test_cli_verify_prints_the_table_and_writes_its_report(stamped, damaged, pho
     int8 = tmp_path / "model.int8.onnx"
     shutil.copy(damaged, int8)
     result = CliRunner().invoke(app, ["export", "verify", str(stamped["fastestdet"]), str(int8), "--images",
-                                      str(photos), "--labels", str(assets / COCO_JSON), "--class-map", "voc2coco",
+                                      str(photos), "--gt-labels", str(assets / COCO_JSON), "--class-map", "voc2coco",
                                       "--runs", "2"])
     assert result.exit_code == 0, result.output
     assert "mAP@0.5" in result.stdout and "latency (ms)" in result.stdout and "agreement:" in result.stdout
