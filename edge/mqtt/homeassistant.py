@@ -86,6 +86,9 @@ def node_id(device: str) -> str:
     ``.``) has them replaced by ``_`` and the first 8 hex digits of the id's sha256 appended, so that
     ``trap.01`` (``trap_01_<hash>``) and ``trap_01`` never share topics: HA keys a discovered entity
     by (component, node id, object id), and two devices on one topic would overwrite each other.
+    A device with a ``.`` in its id that published discovery before this rule leaves its old configs
+    retained under ``<ha_prefix>/sensor/<id with _>/``: HA keeps using them (same unique ids and state
+    topics) until they are cleared by hand, which only its owner can tell apart from another device's.
     """
     device = wire.topics("wildedge", device).device  # checks the id
     if _NODE_OK.fullmatch(device):
