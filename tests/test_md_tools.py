@@ -224,3 +224,29 @@ def test_merge_and_combine_with_megadetector_v5(yolox_md: dict[str, Path], refer
     with pytest.raises(AssertionError, match="Detection category mismatch"):
         combine.combine_batch_output_dictionaries([json.loads(yolox_md["native"].read_text()), docs[1]])
     capsys.readouterr()
+
+
+def test_a_card_can_stamp_a_coco_detector_as_megadetector_compatible(stamped: dict[str, Path], lila: Path,
+                                                                     tmp_path: Path) -> None:
+    """``categories`` in the model card makes MegaDetector's scheme the default; ``--categories native``
+    still gives the detector's own classes; a card map overrides the COCO-name map."""
+    from edge.inference.card import Categories, ModelCard, read_card, write_card
+
+    card = read_card(stamped["yolox"])
+    md_model = write_card(stamped["yolox"], tmp_path / "yolox_md.onnx",
+                          card.model_copy(update={"categories": Categories()}))
+    only_zebra = write_card(stamped["yolox"], tmp_path / "yolox_zebra.onnx",
+                            card.model_copy(update={"categories": Categories(map={"zebra": "animal"})}))
+    photos = str(lila)
+    _detect(photos, "-m", str(md_model), "-o", str(tmp_path / "card.json"), "--conf", "0.3")
+    _detect(photos, "-m", str(md_model), "-o", str(tmp_path / "native.json"), "--conf", "0.3", "--categories",
+            "native")
+    _detect(photos, "-m", str(only_zebra), "-o", str(tmp_path / "zebra.json"), "--conf", "0.3")
+    by_card = json.loads((tmp_path / "card.json").read_text())
+    assert by_card["detection_categories"] == MD_CATEGORIES and md_errors(by_card) == []
+    assert json.loads((tmp_path / "native.json").read_text())["detection_categories"]["24"] == "zebra"
+    zebra = json.loads((tmp_path / "zebra.json").read_text())
+    kept = [d for im in zebra["images"] for d in im["detections"]]
+    assert kept and {zebra["classification_categories"][d["classifications"][0][0]] for d in kept} == {"zebra"}
+    with pytest.raises(ValueError, match="categories.map names labels the model lacks: okapi"):
+        ModelCard.model_validate({**card.model_dump(), "categories": {"map": {"okapi": "animal"}}})
