@@ -299,3 +299,60 @@ def test_the_old_ground_truth_name_still_works_but_not_beside_the_new_one(tmp_pa
     result = _cli("export", "verify", "a.onnx", "b.onnx", "--images", str(tmp_path), "--labels", "old.json",
                   "--gt-labels", "new.json")
     _one_error(result, "--labels is the old name of --gt-labels", code=2)
+
+
+# -- item 14: every example passes `wildedge check` --------------------------------------------------------
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
+
+
+def _picamera2_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("picamera2") is None
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_every_example_passes_check(example, tmp_path, stamped, classifier_model, assets):
+    """Run as shipped, with the files it names put in place: a fake home for ``~`` paths, and ``--set``
+    for the absolute paths of a device (``/etc/wildedge``, ``/var/lib/wildedge``) a test cannot write."""
+    from edge.config import load_config
+
+    home = tmp_path / "home"
+    cfg = load_config(example)
+    overrides: list[str] = []
+
+    def place(key: str, path: Path, source: Path | None) -> None:
+        text = str(path)
+        if text.startswith(str(Path.home())):  # a ~ path: put the file in the fake home
+            target = home / Path(text).relative_to(Path.home())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source is not None:
+                target.write_bytes(source.read_bytes())
+            else:
+                target.mkdir(exist_ok=True)
+                (target / "IMG_0001.JPG").write_bytes(
+                    (assets / "coco_val2017_animal_samples" / "000000001818.jpg").read_bytes())
+        else:
+            overrides.extend(["--set", f"{key}={source if source is not None else tmp_path / key}"])
+
+    place("detector.model", cfg.detector.model, stamped["yolox"])
+    if cfg.classifier is not None:
+        place("classifier.model", cfg.classifier.model, classifier_model)
+    if cfg.camera.type == "folder":
+        place("camera.path", cfg.camera.path, None)
+    if not str(cfg.device.state_dir).startswith(str(Path.home())):
+        overrides.extend(["--set", f"device.state_dir={tmp_path / 'state'}"])
+    if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
+        secret = tmp_path / "mqtt-password"
+        secret.write_text("secret\n")
+        secret.chmod(0o600)
+        overrides.extend(["--set", f"mqtt.password_file={secret}", "--set", "mqtt.url=mqtts://127.0.0.1:9"])
+    result = _cli("check", "--config", str(example), *overrides, env={"HOME": str(home)})
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    if cfg.camera.type == "picamera2" and _picamera2_missing():
+        # This machine has no Raspberry Pi camera: that line, and only it, may fail.
+        assert [line.split()[1] for line in failed] == ["camera"], result.stdout + result.stderr
+    else:
+        assert result.returncode == 0 and not failed, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
