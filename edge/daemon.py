@@ -385,6 +385,10 @@ class Daemon(Upkeep):
         self.counts["frames"] += len(frames)
         self.counts["failures"] += sum(p.record.failure is not None for p in frames)
         self.counts["events"] += event is not None
+        if event is not None:  # one INFO line per event; frames without detections make none
+            from edge.logsetup import event_line
+
+            logger.info("%s", event_line(event, frames))
         self._untrimmed = True
 
     def _open_store(self) -> Store:
