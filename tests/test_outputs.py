@@ -532,3 +532,17 @@ def test_base_dir_makes_absolute_paths_relative(tmp_path: Path) -> None:
     assert files == ["site a/IMG_1.jpg", "already/relative.jpg"]
     with pytest.raises(ValueError, match="not inside"):
         write_results("csv", results, tmp_path / "out.csv", run=RUN, base_dir=tmp_path / "elsewhere")
+
+
+def test_addaxai_names_split_photos_and_videos(tmp_path: Path) -> None:
+    from edge.outputs import write_addaxai
+
+    written = write_addaxai(_results(), tmp_path, run=RUN)
+    assert [p.name for p in written] == ["image_recognition_file.json", "video_recognition_file.json"]
+    photos, videos = (json.loads(p.read_text()) for p in written)
+    assert [im["file"] for im in photos["images"]] == [
+        "site_a/IMG_0001.JPG", "site_a/IMG_0002.JPG", "site_b/broken.jpg", "site_c/edge.jpg"]
+    assert [im["file"] for im in videos["images"]] == ["site_b/clip.mp4", "site_d/corrupt.avi", "site_d/old.MOV"]
+    assert validate_megadetector(photos) == validate_megadetector(videos) == []
+    assert [p.name for p in write_addaxai(_results()[:1], tmp_path, run=RUN)] == [
+        "image_recognition_file.json"]

@@ -18,11 +18,15 @@ from edge.batch.results import FileResult, RunInfo
 from edge.outputs._common import relative_to_base
 from edge.outputs.coco import CocoGroundTruth, coco_images_path, write_coco, write_coco_images
 from edge.outputs.csv import write_csv
-from edge.outputs.megadetector import write_megadetector
+from edge.outputs.megadetector import is_video_result, write_megadetector
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WRITERS", "Writer", "write_results"]
+__all__ = ["ADDAXAI_FILES", "WRITERS", "Writer", "write_addaxai", "write_results"]
+
+# The names AddaxAI (formerly EcoAssist) looks for in the folder it is given: MegaDetector files with
+# paths relative to that folder, photos and videos apart (as MegaDetector's batch and video scripts write them).
+ADDAXAI_FILES = {"photos": "image_recognition_file.json", "videos": "video_recognition_file.json"}
 
 
 class Writer(Protocol):
@@ -78,6 +82,21 @@ def write_results(
         _atomic_write(target, lambda stream: writer(results, stream, run=run))
     logger.info("wrote %d results to %s (%s)", len(results), target, fmt)
     return target
+
+
+def write_addaxai(results: Sequence[FileResult], folder: str | os.PathLike[str], *, run: RunInfo) -> list[Path]:
+    """Write ``results`` (named relative to ``folder``) as AddaxAI's MegaDetector files in ``folder``.
+
+    Photos go to ``image_recognition_file.json`` and videos to ``video_recognition_file.json``; a file
+    is written only when the run has photos (videos).
+
+    Raises:
+        ValueError, OSError: as :func:`write_results`.
+    """
+    videos = [r for r in results if is_video_result(r)]
+    photos = [r for r in results if not is_video_result(r)]
+    return [write_results("megadetector", part, Path(folder) / ADDAXAI_FILES[kind], run=run, base_dir=folder)
+            for kind, part in (("photos", photos), ("videos", videos)) if part]
 
 
 def _atomic_write(target: Path, fill: Callable[[TextIO], None]) -> None:
