@@ -38,7 +38,8 @@ def run(
     session_expiry: Annotated[int, typer.Option(
         "--session-expiry", min=60, metavar="SECONDS", help="seconds the broker keeps the collector's session (and queues "
                                          "messages for it) while it is away")] = 7 * 86400,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: debug detail.")] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False,
+                                           help="-v: debug detail.")] = 0,
 ) -> None:
     """Store every device's messages in the database, each event exactly once, until SIGTERM."""
     require_extra("db")

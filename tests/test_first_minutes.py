@@ -162,7 +162,7 @@ def test_bad_invocations_each_end_in_one_line(tmp_path, photos):
     junk.write_bytes(b"\x00\x01hello")
     model = str(tmp_path / "absent.onnx")
     cases = [
-        (["detect"], "'paths'"),
+        (["detect"], "'PATH'"),
         (["detect", str(photos), "-m", model, "-o", "r.json", "--bogus"], "--bogus"),
         (["detect", str(photos), "-m", model, "-o", "r.json", "--conf", "high"], "--conf"),
         (["detect", str(photos), "-o", "r.json"], "--model"),

@@ -94,7 +94,8 @@ def _progress(total: int, enabled: bool):
 
 
 def detect(
-    paths: Annotated[list[Path], typer.Argument(help="Photos, videos or folders (searched recursively).")],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH", help="Photos, videos or folders (searched recursively).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Detector: an ONNX file or a pulled model name.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Results file.")],
     classifier: Annotated[Optional[str], typer.Option("--classifier", "-c", help="Classifier ONNX file.")] = None,

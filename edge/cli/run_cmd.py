@@ -143,7 +143,8 @@ def run(
     once: Annotated[bool, typer.Option(
         "--once", help="One session for duty-cycled devices: capture one trigger now (a folder camera: "
                        "every file not yet processed), store the results and exit 0.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: debug detail.")] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False,
+                                           help="-v: debug detail (the daemon logs progress by default).")] = 0,
 ) -> None:
     """Run the field daemon: capture, detect, store (and deliver over MQTT) until stopped."""
     from edge.daemon import Daemon
