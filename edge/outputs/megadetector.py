@@ -199,7 +199,8 @@ def _image(result: FileResult, cats: Categories, detector_class_ids: dict[int, s
                 raise ValueError(f"{result.file}: a video detection has no frame number")
             out["frame_number"] = det.frame
         dets.append(out)
-    entry["detections"] = dets
+    # Best first, as MegaDetector's write_results_to_file sorts them (stable: ties keep their order).
+    entry["detections"] = sorted(dets, key=lambda x: x["conf"], reverse=True)
     return entry
 
 
