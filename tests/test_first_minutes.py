@@ -250,6 +250,12 @@ def test_an_offline_first_run_works_from_a_local_file_by_name(tmp_path, assets, 
     assert images["IMG_0002.JPG"]["detections"] and "failure" in images["IMG_0001.JPG"]
 
 
+def test_the_published_file_as_downloaded_names_the_one_command_that_makes_it_usable(tmp_path, assets, photos):
+    raw = assets / "yolox_nano" / "yolox_nano.onnx"
+    line = _one_error(_cli("detect", str(photos), "-m", str(raw), "-o", str(tmp_path / "r.json")), code=2)
+    assert f"run 'wildedge model pull yolox-nano --from {raw}', then use -m yolox-nano" in line
+
+
 def test_pull_from_a_file_that_is_not_the_published_one_says_what_to_do(tmp_path):
     other = tmp_path / "mine.onnx"
     other.write_bytes(b"not the published file")

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from edge import __version__
-from edge.errors import ModelError, RegistryError
+from edge.errors import CardMissingError, ModelError, RegistryError
 from edge.inference.card import read_card, sha256_file
 from edge.inference.labels import read_labels
 from edge.inference.stamp import stamp_file
@@ -285,6 +285,26 @@ def pull(
     return dst
 
 
+def _refuse_unstamped_published(path: Path, entries: Mapping[str, ModelEntry]) -> None:
+    """A published model's file as downloaded (no card yet) names the one command that makes it usable.
+
+    Raises:
+        CardMissingError: ``path`` has no card and is byte-identical to a published model.
+    """
+    try:
+        read_card(path)
+        return
+    except CardMissingError as err:
+        digest = sha256_file(path)
+        for name, entry in entries.items():
+            if entry.sha256 == digest:
+                raise CardMissingError(
+                    f"{path} is the published {name} as downloaded, without its model card: run "
+                    f"'wildedge model pull {name} --from {path}', then use -m {name}") from err
+    except ModelError:
+        return  # not readable as a model: the loader says why, with the file's name
+
+
 def resolve_model(
     name_or_path: str,
     *,
@@ -299,6 +319,7 @@ def resolve_model(
     """
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        _refuse_unstamped_published(path, load_registry() if registry is None else registry)
         return path
     looks_like_path = os.sep in name_or_path or "/" in name_or_path or path.suffix.lower() == ".onnx"
     if looks_like_path:
