@@ -30,7 +30,7 @@ MAX_COMMAND_BYTES = 4096
 MAX_CORRELATION_CHARS = 64
 MAX_SET_VALUES = 20
 #: CommandError codes; a daemon may answer with its own codes too (the result's ``code``).
-ERROR_CODES = ("bad_json", "unknown_command", "bad_args", "too_large", "bad_signature")
+ERROR_CODES = ("bad_json", "unknown_command", "bad_args", "too_large", "bad_signature", "replayed")
 #: How far a signed command's ``ts`` may be from a synchronised device clock (replay protection).
 MAX_CLOCK_SKEW_S = 300
 #: Arguments every command may carry besides its own: the correlation id and the signature's two.

@@ -338,3 +338,54 @@ def test_the_daemon_refuses_to_start_with_a_key_others_may_read(tmp_path, stampe
     camera = FakeCamera([np.zeros((240, 320, 3), np.uint8)], clock=SystemClock(), loop=True)
     with pytest.raises(ConfigError, match=r"^mqtt\.command_key_file: .* \(mode 0644\): run `chmod 600 "):
         Daemon(config, camera_factory=lambda: camera).run()
+
+
+def test_replay_guard_refuses_seen_signatures_and_stale_ts_across_restarts(tmp_path):
+    from edge.mqtt.replay import META_KEY, ReplayGuard
+
+    def guard(store):
+        return ReplayGuard(lambda: store.get_meta(META_KEY), lambda text: store.set_meta(META_KEY, text))
+
+    now = 1_800_000_000
+    first = sign_command("capture", {"id": "c1"}, KEY, ts=now)
+    with Store(tmp_path / "s.db", images_dir=tmp_path / "img") as store:
+        g = guard(store)
+        assert g.refuse(first) is None
+        g.note(first)
+        assert "already run" in g.refuse(first)
+    with Store(tmp_path / "s.db", images_dir=tmp_path / "img") as store:  # a restart
+        g = guard(store)
+        assert "already run" in g.refuse(first)
+        newer = sign_command("ping", {"id": "p"}, KEY, ts=now + 3600)
+        assert g.refuse(newer) is None
+        g.note(newer)
+        # A command signed before the newest one run by more than the window: it may have been forgotten.
+        late = sign_command("capture", {"id": "c2"}, KEY, ts=now + 3600 - 601)
+        assert "older than the newest signed command" in g.refuse(late)
+        assert g.refuse(sign_command("capture", {"id": "c3"}, KEY, ts=now + 3600 - 599)) is None
+        assert len(g.seen) == 1  # the first one fell out of the window
+    store_file = tmp_path / "bad.db"
+    with Store(store_file, images_dir=tmp_path / "img") as store:
+        store.set_meta(META_KEY, "{not json")
+        assert guard(store).seen == {}  # unreadable memory: starts empty, logged
+
+
+@pytest.mark.assets
+def test_a_signed_command_replayed_after_a_restart_is_refused(tmp_path, assets, stamped, broker):
+    config = config_from_dict({
+        **_config(tmp_path, broker.url, command_key_file=str(_key_file(tmp_path)), remote_set=["detector.conf"]),
+        "detector": {"model": str(stamped["fastestdet"]), "conf": 0.15},
+    })
+    photo = min((assets / "camera_traps_lila" / "images").iterdir())
+    captured = sign_command("set", {"id": "s1", "values": {"detector.conf": 0.4}}, KEY, ts=int(time.time()))
+    sub = Subscriber(broker.host, broker.port, topic="wildedge/trap-01/#")
+    try:
+        for run, expected in ((1, True), (2, False)):
+            with daemon_in_thread(config, photo) as (daemon, _thread):
+                wait_until(lambda: daemon.publisher is not None and daemon.publisher.state.listening)
+                reply = _ask(sub, "set", captured)
+                assert reply["ok"] is expected, (run, reply)
+                if not expected:
+                    assert reply["code"] == "replayed" and "already run" in reply["err"]
+    finally:
+        sub.close()

@@ -42,6 +42,8 @@ from edge import payload as wire
 from edge.clock import Clock, SystemClock
 from edge.errors import ConfigError, StoreError
 from edge.mqtt.connect import V5, V311, Backoff, connect, make_client, read_command_key
+from edge.mqtt.replay import META_KEY as REPLAY_META
+from edge.mqtt.replay import ReplayGuard
 from edge.store import Store
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,9 @@ class Publisher:
         self._stopped_mid: int | None = None
         self._seen: dict[tuple, tuple] = {}  # command key -> its answer (topic, payload, properties)
         self._seen_at: dict[tuple, float] = {}
+        # Signed commands already run, across restarts (edge/mqtt/replay.py).
+        self.replay = ReplayGuard(lambda: store.get_meta(REPLAY_META),
+                                  lambda text: store.set_meta(REPLAY_META, text)) if self.command_key else None
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -360,6 +365,12 @@ class Publisher:
             signed = self.command_key is not None
             now = self.clock.now().timestamp() if signed and self.clock.synchronised() else None
             command = commands.parse_command(name, message.payload, key=self.command_key, now=now)
+            if self.replay is not None:
+                body = json.loads(message.payload)  # parse_command has just read it as a JSON object
+                why = self.replay.refuse(body)
+                if why is not None:
+                    raise commands.CommandError("replayed", why, command.correlation)
+                self.replay.note(body)
             result = self.on_command(command) if self.on_command else {"ok": False, "error": "no handler"}
             ok = bool(result.pop("ok", True))
             if ok:
@@ -372,7 +383,7 @@ class Publisher:
         except commands.CommandError as err:
             reply = commands.encode_result(device=self.device, correlation=err.correlation, ok=False, error=str(err),
                                        code=err.code)
-            if err.code == "bad_signature":
+            if err.code in ("bad_signature", "replayed"):
                 # Not remembered: unsigned junk must not push signed commands out of the replay memory.
                 key = None
                 if time.monotonic() - self._bad_signature_logged >= BAD_SIGNATURE_LOG_S:
