@@ -266,3 +266,18 @@ def test_separate_into_folders(yolox_md: dict[str, Path], lila: Path, tmp_path: 
     assert {p.parent.name for p in copied} <= {"empty", "animals", "people", "vehicles", "animal_person",
                                                "animal_vehicle", "person_vehicle", "animal_person_vehicle"}
     assert sum(p.parent.name == "empty" for p in copied) >= 3
+
+
+def test_addaxai_files_in_the_input_folder(stamped: dict[str, Path], lila: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "deployment"
+    shutil.copytree(lila, folder)
+    _detect(str(folder), "-m", str(stamped["yolox"]), "-o", str(tmp_path / "md.json"), "--categories",
+            "megadetector", "--addaxai")
+    recognition = folder / "image_recognition_file.json"
+    assert recognition.is_file() and not (folder / "video_recognition_file.json").exists()
+    doc = json.loads(recognition.read_text())
+    assert md_errors(doc) == [] and len(doc["images"]) == 12
+    assert all(not Path(im["file"]).is_absolute() for im in doc["images"])
+    result = CliRunner().invoke(app, ["detect", str(folder / "ena24_7904.jpg"), "-m", str(stamped["yolox"]),
+                                      "-o", str(tmp_path / "x.json"), "--addaxai"])
+    assert result.exit_code == 2 and "--addaxai needs exactly one input folder" in result.output

@@ -110,6 +110,9 @@ def detect(
         "--detector-classes/--no-detector-classes",
         help="With --categories megadetector: keep each box's own class as a classification. MegaDetector's "
              "merge_detections needs --no-detector-classes to merge into a file without classifications.")] = True,
+    addaxai: Annotated[bool, typer.Option(
+        "--addaxai", help="Also write AddaxAI's image_recognition_file.json / video_recognition_file.json into "
+                          "the one input folder (best with --categories megadetector).")] = False,
     coco_gt: Annotated[Optional[Path], typer.Option(
         "--coco-gt", help="With --format coco: take image and category ids from this COCO ground-truth file "
                           "(matched by file name and class name).")] = None,
@@ -144,11 +147,13 @@ def detect(
     from edge.inference.classifier import Classifier
     from edge.inference.detector import Detector
     from edge.models import resolve_model
-    from edge.outputs import write_results
+    from edge.outputs import write_addaxai, write_results
 
     overlap = _tiling(tile, overlap, full_frame)
     out_format = _format_for(output, fmt)
     gt = _coco_gt(coco_gt, out_format, categories)
+    if addaxai and (len(paths) != 1 or not paths[0].is_dir()):
+        raise _fail("--addaxai needs exactly one input folder (AddaxAI reads its files from that folder)")
     try:  # before any model is loaded: a bad -o must not cost a whole run
         checkpoint.check_output(output, example="results.csv" if out_format == "csv" else "results.json")
     except WildedgeError as err:
@@ -159,6 +164,13 @@ def detect(
         raise _fail(str(err)) from err
     if not items:
         raise _fail(nothing_found(paths))
+    if addaxai:
+        from edge.outputs import ADDAXAI_FILES
+
+        try:  # AddaxAI's files go into the input folder: it must be writable
+            checkpoint.check_output(base / ADDAXAI_FILES["photos"])
+        except WildedgeError as err:
+            raise _fail(f"--addaxai: {err}") from err
     try:
         detector_path = resolve_model(model)
         det = Detector(detector_path, conf=conf, iou=iou, threads=threads, spin=False)
@@ -228,6 +240,8 @@ def detect(
     )
     try:
         write_results(out_format, results, output, run=run, base_dir=base, coco_gt=gt)
+        if addaxai:
+            write_addaxai(results, base, run=run)
     except OSError as err:
         raise _fail(f"cannot write {output}: {err.strerror or err}; the results are kept in {ckpt}: "
                     "fix the cause and rerun with --resume") from err
