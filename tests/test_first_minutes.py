@@ -111,6 +111,22 @@ def test_a_whole_day_is_the_longest_interval():
     assert config_from_dict({**base, "trigger": {"type": "timelapse", "interval": "24h"}}).trigger.interval.days == 1
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("storage.max_age=1000000d", "storage.max_age: must be at most 36500d (100 years)"),
+    ("storage.max_age=99999999999d", "storage.max_age: must be at most 36500d (100 years)"),
+    ("health.interval=" + "9" * 400, "health.interval: must be at most 36500d"),
+    ("storage.min_free=2000000TB", "storage.min_free: must be at most 1000000TB"),
+    ("storage.min_free=" + "9" * 400 + "TB", "storage.min_free: must be at most 1000000TB"),
+])
+def test_absurd_durations_and_sizes_are_config_errors_not_crashes(override, message):
+    data = {"device": {"id": "x"}, "camera": {"type": "folder", "path": "/tmp"}, "detector": {"model": "m.onnx"}}
+    with pytest.raises(InvalidConfigError) as info:
+        config_from_dict(data, overrides=[override])
+    (problem,) = info.value.problems
+    assert problem.startswith(message) and len(problem) < 120
+    assert config_from_dict(data, overrides=["storage.max_age=36500d"]).storage.max_age.days == 36500
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("camera.recursive", '"yes"'), ("camera.recursive", "1"), ("device.rtc", '"true"'), ("mqtt.health", '"off"'),
 ])

@@ -18,6 +18,11 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BeforeValidator
 
 DURATION_HINT = "use e.g. 30s, 20m, 1h"
+
+#: The longest duration (and largest size) any key takes: beyond them the daemon's date arithmetic
+#: and SQLite's 64-bit integers overflow, so the config refuses them instead of ``run`` crashing.
+MAX_DURATION = timedelta(days=36500)
+MAX_SIZE = 10**18
 SIZE_HINT = "use e.g. 200MB, 1.5GiB, 512kB"
 WINDOW_HINT = 'use e.g. "06:00..18:00", "sunset-30m..sunrise+1h", "06:00..sunrise"'
 
@@ -38,6 +43,11 @@ _CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
 _SUN = re.compile(r"(sunrise|sunset)\s*(?:([+-])\s*(.+))?")
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -51,7 +61,10 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif _is_number(value):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a whole number of seconds too large for a float: "at most" below
+            seconds = MAX_DURATION.total_seconds() + 1
         if not math.isfinite(seconds):
             raise ValueError(f"invalid duration {value!r} ({DURATION_HINT})")
     elif isinstance(value, str):
@@ -60,6 +73,9 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"invalid duration {value!r} ({DURATION_HINT})")
     if seconds < 0:
         raise ValueError(f"must not be negative (got {value!r})")
+    if seconds > MAX_DURATION.total_seconds():
+        # Dates a century away overflow the daemon's clock arithmetic (now - max_age).
+        raise ValueError(f"must be at most {MAX_DURATION.days}d (100 years) (got {_short(value)})")
     return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
@@ -85,19 +101,28 @@ def parse_size(value: Any) -> int:
     Raises:
         ValueError: the value is not a size, or is negative.
     """
-    if _is_number(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"invalid size {_short(value)} ({SIZE_HINT})")
+        size = value
+    elif _is_number(value):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"invalid size {value!r} ({SIZE_HINT})")
         if value != int(value):
             raise ValueError(f"invalid size {value!r}: a number of bytes must be whole ({SIZE_HINT})")
-        return int(value)
-    if not isinstance(value, str):
+        size = int(value)
+    elif not isinstance(value, str):
         raise ValueError(f"invalid size {value!r} ({SIZE_HINT})")
-    match = _SIZE.fullmatch(value.strip())
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"invalid size {value!r} ({SIZE_HINT})")
-    return round(float(match.group(1)) * _SIZE_UNITS[unit])
+    else:
+        match = _SIZE.fullmatch(value.strip())
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(f"invalid size {value!r} ({SIZE_HINT})")
+        number = float(match.group(1)) * _SIZE_UNITS[unit]
+        size = round(number) if math.isfinite(number) else MAX_SIZE + 1
+    if size > MAX_SIZE:
+        raise ValueError(f"must be at most 1000000TB (got {_short(value)})")
+    return size
 
 
 class SunTime(NamedTuple):
