@@ -435,6 +435,7 @@ _HEALTH: tuple[tuple[str, str, float, str, int | None], ...] = (
     ("ev", "counts.events", 1, "events", 0),
     ("fl", "counts.failures", 1, "failures", 0),
     ("tg", "counts.triggers", 1, "triggers", 0),
+    ("ur", "counts.unrecorded", 1, "unrecorded", 0),
 )
 
 
@@ -478,4 +479,8 @@ def encode_health(snapshot: Mapping[str, Any], *, device: str) -> bytes:
         if not isinstance(low, bool):
             raise _bad("disk_low must be a bool", low)
         out["dl"] = int(low)
+    if (full := snapshot.get("disk_full")) is not None:
+        if not isinstance(full, bool):
+            raise _bad("disk_full must be a bool", full)
+        out["dx"] = int(full)
     return dumps(out)

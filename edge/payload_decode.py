@@ -170,6 +170,8 @@ def decode_health(data: bytes | str) -> dict[str, Any]:
         out["camera_error"] = error
     if (low := _get(msg, "dl", int, required=False, hi=1)) is not None:
         out["disk_low"] = low == 1
+    if (full := _get(msg, "dx", int, required=False, hi=1)) is not None:
+        out["disk_full"] = full == 1
     return out
 
 

@@ -378,3 +378,23 @@ health = false
     assert size <= 300_000
     assert dropped["outbox_dropped_expendable"] == dropped["outbox_dropped"] > 0  # only crops went
     assert kinds.get("crop", 0) > 0  # the newest crops that fit are still there
+
+
+def test_health_message_says_the_disk_is_full_and_how_many_frames_were_lost():
+    import jsonschema
+
+    import edge
+    from edge import payload as wire
+    from edge.payload_decode import decode_health
+
+    schema = json.loads((Path(edge.__file__).parent / "data" / "wire-format-v1.schema.json").read_text("utf-8"))
+    snapshot = {"at": "2026-12-07T10:00:00+00:00", "clock_synchronised": True, "boot_id": "b" * 32,
+                "monotonic_s": 12.5, "disk_low": True, "disk_full": True, "disk_reserve_held": False,
+                "counts": {"frames": 10, "events": 2, "failures": 0, "triggers": 10, "unrecorded": 3}}
+    message = wire.encode_health(snapshot, device="trap-01")
+    jsonschema.validate(json.loads(message), {**schema, "anyOf": [{"$ref": "#/$defs/health"}]})
+    decoded = decode_health(message)
+    assert (decoded["disk_low"], decoded["disk_full"], decoded["unrecorded"]) == (True, True, 3)
+    assert b'"dx":1' in message and b'"ur":3' in message
+    with pytest.raises(ValueError, match="disk_full must be a bool"):
+        wire.encode_health({**snapshot, "disk_full": "yes"}, device="trap-01")
