@@ -230,13 +230,13 @@ def test_a_card_can_stamp_a_coco_detector_as_megadetector_compatible(stamped: di
                                                                      tmp_path: Path) -> None:
     """``categories`` in the model card makes MegaDetector's scheme the default; ``--categories native``
     still gives the detector's own classes; a card map overrides the COCO-name map."""
-    from edge.inference.card import Categories, ModelCard, read_card, write_card
+    from edge.inference.card import CategoryScheme, ModelCard, read_card, write_card
 
     card = read_card(stamped["yolox"])
     md_model = write_card(stamped["yolox"], tmp_path / "yolox_md.onnx",
-                          card.model_copy(update={"categories": Categories()}))
+                          card.model_copy(update={"categories": CategoryScheme()}))
     only_zebra = write_card(stamped["yolox"], tmp_path / "yolox_zebra.onnx",
-                            card.model_copy(update={"categories": Categories(map={"zebra": "animal"})}))
+                            card.model_copy(update={"categories": CategoryScheme(map={"zebra": "animal"})}))
     photos = str(lila)
     _detect(photos, "-m", str(md_model), "-o", str(tmp_path / "card.json"), "--conf", "0.3")
     _detect(photos, "-m", str(md_model), "-o", str(tmp_path / "native.json"), "--conf", "0.3", "--categories",

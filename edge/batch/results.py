@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from edge.inference.detector import Detection
 
 if TYPE_CHECKING:
-    from edge.outputs.categories import Categories
+    from edge.outputs.categories import CategoryMap
 
 
 @dataclass(slots=True)
@@ -99,5 +99,5 @@ class RunInfo:
     detector: ModelInfo
     classifier: ModelInfo | None = None
     completed: str = ""  # "YYYY-MM-DD HH:MM:SS", local time of completion
-    categories: Categories | None = None  # None: the detector's own classes (categories.native)
+    categories: CategoryMap | None = None  # None: the detector's own classes (categories.native)
     settings: dict[str, Any] = field(default_factory=dict)  # run settings recorded in the output (conf, iou...)

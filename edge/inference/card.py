@@ -81,7 +81,7 @@ class Thresholds(_Strict):
     max_detections: int = Field(300, ge=1)
 
 
-class Categories(_Strict):
+class CategoryScheme(_Strict):
     """The category scheme results are written in by default (``wildedge detect --categories``).
 
     ``map`` names, for each detector label kept, its MegaDetector class; labels it leaves out are
@@ -117,7 +117,7 @@ class ModelCard(_Strict):
     decoder: Decoder
     labels: list[str]
     thresholds: Thresholds = Thresholds()
-    categories: Categories | None = None
+    categories: CategoryScheme | None = None
     source: Source = Source()
     exporter: Exporter = Exporter()
     quantization: dict[str, Any] | None = None

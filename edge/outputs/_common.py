@@ -9,7 +9,7 @@ from pathlib import Path, PurePath
 
 from edge.batch.results import FileResult, RunInfo
 from edge.inference.detector import Detection
-from edge.outputs.categories import Categories, native
+from edge.outputs.categories import CategoryMap, native
 
 Box = tuple[float, float, float, float]
 
@@ -66,6 +66,6 @@ def completion_time(run: RunInfo) -> str:
 
 
 
-def run_categories(run: RunInfo) -> Categories:
+def run_categories(run: RunInfo) -> CategoryMap:
     """How the run's detector classes are written: ``run.categories``, else the detector's own."""
     return run.categories if run.categories is not None else native(run.detector.labels)

@@ -76,7 +76,7 @@ def is_megadetector(labels: Sequence[str]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Categories:
+class CategoryMap:
     """The written id of each detector class (None: dropped) and the name of each written id."""
 
     scheme: str
@@ -98,7 +98,7 @@ class Categories:
         return self.ids[class_id]
 
 
-def native(labels: Sequence[str]) -> Categories:
+def native(labels: Sequence[str]) -> CategoryMap:
     """The detector's own classes: COCO's official ids when every label is a COCO name, else index + 1.
 
     Raises:
@@ -109,11 +109,11 @@ def native(labels: Sequence[str]) -> Categories:
     coco = all(official) and len(set(official)) == len(official)
     ids = tuple(COCO_IDS[name or ""] for name in official) if coco else tuple(range(1, len(labels) + 1))
     names = dict(sorted((cid, label) for cid, label in zip(ids, labels, strict=True)))
-    return Categories("native", ids, names, tuple(labels), coco=coco)
+    return CategoryMap("native", ids, names, tuple(labels), coco=coco)
 
 
 def megadetector(labels: Sequence[str], mapping: Mapping[str, str] | None = None, *,
-                 keep_classes: bool = True) -> Categories:
+                 keep_classes: bool = True) -> CategoryMap:
     """MegaDetector's animal/person/vehicle for ``labels``: by ``mapping`` (label -> class) when given,
     else by COCO name. MegaDetector's own labels map to themselves.
 
@@ -126,7 +126,7 @@ def megadetector(labels: Sequence[str], mapping: Mapping[str, str] | None = None
     """
     _check_labels(labels)
     if mapping is None and is_megadetector(labels):
-        return Categories("megadetector", (1, 2, 3), dict(MEGADETECTOR), tuple(labels))
+        return CategoryMap("megadetector", (1, 2, 3), dict(MEGADETECTOR), tuple(labels))
     if mapping is not None:
         unknown = sorted(set(mapping) - set(labels))
         if unknown:
@@ -146,12 +146,12 @@ def megadetector(labels: Sequence[str], mapping: Mapping[str, str] | None = None
     dropped = [label for label, c in zip(labels, classes, strict=True) if not c]
     if dropped:
         logger.debug("megadetector categories: %d classes are dropped: %s", len(dropped), ", ".join(dropped))
-    return Categories("megadetector", ids, dict(MEGADETECTOR), tuple(labels), remapped=True,
+    return CategoryMap("megadetector", ids, dict(MEGADETECTOR), tuple(labels), remapped=True,
                       keep_classes=keep_classes)
 
 
 def categories_for(labels: Sequence[str], scheme: str = "native", mapping: Mapping[str, str] | None = None,
-                   *, keep_classes: bool = True) -> Categories:
+                   *, keep_classes: bool = True) -> CategoryMap:
     """The categories of ``scheme`` (one of ``SCHEMES``) for a detector with ``labels``.
 
     Raises:

@@ -33,7 +33,7 @@ from edge import __version__
 from edge.batch.results import FileResult, ModelInfo, RunInfo
 from edge.imaging import VIDEO_SUFFIXES
 from edge.outputs._common import clipped_detections, completion_time, run_categories
-from edge.outputs.categories import Categories
+from edge.outputs.categories import CategoryMap
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def read_megadetector(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def _classification_categories(run: RunInfo, cats: Categories) -> tuple[dict[str, str], dict[int, str]]:
+def _classification_categories(run: RunInfo, cats: CategoryMap) -> tuple[dict[str, str], dict[int, str]]:
     """``classification_categories``, and the classification id of each kept detector class when the
     detector's classes were merged into MegaDetector's (else empty)."""
     classes: dict[str, str] = {}
@@ -156,7 +156,7 @@ def is_video_result(result: FileResult) -> bool:
     return result.is_video or os.path.splitext(result.file)[1].lower() in VIDEO_EXTENSIONS
 
 
-def _image(result: FileResult, cats: Categories, detector_class_ids: dict[int, str],
+def _image(result: FileResult, cats: CategoryMap, detector_class_ids: dict[int, str],
            dropped: Counter[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"file": result.file}
     video = is_video_result(result)
