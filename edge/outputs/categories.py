@@ -83,7 +83,6 @@ class CategoryMap:
     ids: tuple[int | None, ...]  # indexed by the detector's class id
     names: dict[int, str]  # written id -> name, ascending ids
     labels: tuple[str, ...]  # the detector's own labels
-    remapped: bool = False  # classes were merged into fewer
     keep_classes: bool = False  # the detector's own class is written as a classification
     coco: bool = False  # ids are COCO's official ones
 
@@ -146,8 +145,7 @@ def megadetector(labels: Sequence[str], mapping: Mapping[str, str] | None = None
     dropped = [label for label, c in zip(labels, classes, strict=True) if not c]
     if dropped:
         logger.debug("megadetector categories: %d classes are dropped: %s", len(dropped), ", ".join(dropped))
-    return CategoryMap("megadetector", ids, dict(MEGADETECTOR), tuple(labels), remapped=True,
-                      keep_classes=keep_classes)
+    return CategoryMap("megadetector", ids, dict(MEGADETECTOR), tuple(labels), keep_classes=keep_classes)
 
 
 def categories_for(labels: Sequence[str], scheme: str = "native", mapping: Mapping[str, str] | None = None,
