@@ -158,6 +158,17 @@ def test_a_heic_only_folder_says_what_was_skipped(tmp_path):
     assert "no photos or videos found" in nothing_found([tmp_path / "photos-absent"])
 
 
+def test_check_warns_about_photos_a_folder_camera_cannot_read(tmp_path):
+    folder = tmp_path / "card"
+    (folder / "100RECNX").mkdir(parents=True)
+    (folder / "100RECNX" / "IMG_1.HEIC").write_bytes(b"x")
+    cfg = _config(tmp_path / "c.toml", folder, camera=f'type = "folder"\npath = "{folder}"')
+    result = _cli("check", "--config", str(cfg))
+    assert "Traceback" not in result.stderr
+    assert any(line.startswith("warn camera      skipped 1 .heic file (HEIC") for line in result.stdout.splitlines()), \
+        result.stdout
+
+
 def test_resume_with_other_settings_names_the_options(tmp_path):
     ckpt = tmp_path / "r.json.checkpoint.jsonl"
     old = {"detector": "a" * 64, "conf": 0.25, "iou": 0.45, "tile": None, "top_k": None}

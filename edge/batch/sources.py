@@ -69,6 +69,17 @@ def skipped_photos(skipped: Counter[str]) -> str | None:
     return f"{files} ({' and '.join(kinds)}, which wildedge cannot read)"
 
 
+def unreadable_photos(folder: Path, *, recursive: bool = True) -> str | None:
+    """``"skipped 3 .heic files (HEIC, ...); convert them ..."`` for photos in ``folder`` that wildedge
+    cannot read (``wildedge check`` on a folder camera), or None when there are none."""
+    if recursive:
+        skipped = _walk(folder)[1] if folder.is_dir() else Counter()
+    else:
+        skipped = Counter(p.suffix.lower() for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    unreadable = skipped_photos(skipped)
+    return f"skipped {unreadable}; {_CONVERT_HINT}" if unreadable else None
+
+
 def nothing_found(paths: list[Path]) -> str:
     """The one-line error for paths holding no photo or video: what was seen and skipped, and what to do."""
     skipped: Counter[str] = Counter()

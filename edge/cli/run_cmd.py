@@ -298,7 +298,12 @@ def check(
     report.line(True, "config", f"{config} (device {cfg.device.id})")
     for what, fn in _check_models(cfg):
         report.step(what, fn)
-    report.step("camera", lambda: _check_camera(cfg))
+    if report.step("camera", lambda: _check_camera(cfg)) and cfg.camera.type == "folder":
+        from edge.batch.sources import unreadable_photos
+
+        note = unreadable_photos(Path(cfg.camera.path), recursive=cfg.camera.recursive)
+        if note:
+            report.line(None, "camera", note)
     state_dir = Path(cfg.device.state_dir)
     if report.step("state dir", lambda: _check_state_dir(state_dir)):
         free = shutil.disk_usage(state_dir).free
