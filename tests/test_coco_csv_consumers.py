@@ -74,6 +74,9 @@ def test_coco_gt_is_checked_before_inference(stamped: dict[str, Path], tmp_path:
     result = CliRunner().invoke(app, ["detect", str(photo), "-m", str(stamped["yolox"]), "-o",
                                       str(tmp_path / "r.json"), "--categories", "coco"])
     assert result.exit_code == 2 and "--categories must be one of native, megadetector" in result.output
+    result = CliRunner().invoke(app, ["detect", str(photo), "-m", str(stamped["yolox"]), "-o",
+                                      str(tmp_path / "r.json"), "--no-detector-classes"])
+    assert result.exit_code == 2 and "--no-detector-classes needs --categories megadetector" in result.output
     assert not list(tmp_path.glob("r.*"))
 
 

@@ -77,6 +77,8 @@ def _categories(card, categories: str | None, *, keep_classes: bool):
 
     scheme = categories or (card.categories.scheme if card.categories else "native")
     mapping = card.categories.map if card.categories else None
+    if not keep_classes and scheme != "megadetector":
+        raise ValueError("--no-detector-classes needs --categories megadetector (or a card that sets it)")
     try:
         return categories_for(card.labels, scheme, mapping, keep_classes=keep_classes)
     except ValueError as err:
