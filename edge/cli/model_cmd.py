@@ -104,7 +104,9 @@ def stamp(
     pad_value: Annotated[Optional[float], typer.Option(help="Letterbox fill value (0..255).")] = None,
     conf: Annotated[Optional[float], typer.Option(help="Recommended confidence threshold.")] = None,
     iou: Annotated[Optional[float], typer.Option(help="Recommended NMS IoU threshold.")] = None,
-    name: Annotated[str, typer.Option(help="Model name for the card; default: file stem.")] = "",
+    name: Annotated[str, typer.Option(
+        help="Model name recorded in the card; default: file stem. -m takes the stamped file's path (a "
+             "published model runs by name after 'wildedge model pull NAME --from FILE').")] = "",
 ) -> None:
     """Write a model card into a copy of a third-party ONNX file."""
     if preset not in PRESETS:
@@ -128,7 +130,8 @@ def stamp(
     except (ModelError, ValueError) as err:
         raise _fail(str(err)) from err
     typer.echo(f"stamped {output} ({card.task}, {card.decoder.name}, "
-               f"{card.preprocess.input_size[0]}x{card.preprocess.input_size[1]}, {len(card.labels)} labels)")
+               f"{card.preprocess.input_size[0]}x{card.preprocess.input_size[1]}, {len(card.labels)} labels); "
+               f"run it with -m {output}")
 
 
 @contextmanager
