@@ -98,7 +98,8 @@ def advise(fp32_ms: float, int8_ms: float, *, target_ms: float | None = None,
                 # Convolution cost grows with the pixel count, so the side scales with the square root.
                 side = max(input_size) * math.sqrt(target_ms / best)
                 advice.suggested_imgsz = max(STRIDE, int(side // STRIDE) * STRIDE)
-                text += f" Try --imgsz {advice.suggested_imgsz} (latency grows with the pixel count)."
+                text += (f" Try a smaller input: export again with 'wildedge export detector (or classifier) "
+                         f"--imgsz {advice.suggested_imgsz}' (latency grows with the pixel count).")
             lines.append(text)
     lines.append("These are this machine's numbers; on the device (e.g. a Raspberry Pi's ARM cores) the ratio "
                  "can differ: measure there with 'wildedge export verify FP32.onnx INT8.onnx --images DIR'.")
