@@ -192,6 +192,8 @@ def test_bad_invocations_each_end_in_one_line(tmp_path, photos):
         (["detect"], "'PATH'"),
         (["detect", str(photos), "-m", model, "-o", "r.json", "--bogus"], "--bogus"),
         (["detect", str(photos), "-m", model, "-o", "r.json", "--conf", "high"], "--conf"),
+        (["detect", str(photos), "-m", model, "-o", "r.json", "--conf", "2"], "--conf"),
+        (["detect", str(photos), "-m", model, "-o", "r.json", "--video-every", "0"], "--video-every"),
         (["detect", str(photos), "-o", "r.json"], "--model"),
         (["detect", str(tmp_path / "nowhere"), "-m", model, "-o", "r.json"], "nowhere"),
         (["detect", str(photos), "-m", model, "-o", str(tmp_path / "r.json"), "-v"], "absent.onnx"),

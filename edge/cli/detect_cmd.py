@@ -118,8 +118,10 @@ def detect(
     coco_gt: Annotated[Optional[Path], typer.Option(
         "--coco-gt", help="With --format coco: take image and category ids from this COCO ground-truth file "
                           "(matched by file name and class name).")] = None,
-    conf: Annotated[Optional[float], typer.Option(help="Confidence threshold; default: the card's.")] = None,
-    iou: Annotated[Optional[float], typer.Option(help="NMS IoU threshold; default: the card's.")] = None,
+    conf: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Confidence threshold; default: the card's.")] = None,
+    iou: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="NMS IoU threshold; default: the card's.")] = None,
     tile: Annotated[Optional[int], typer.Option(help=(
         "Tile size in pixels (at least 32) for small objects on large frames; each tile is resized to the "
         "model's input."))] = None,
@@ -130,11 +132,12 @@ def detect(
     classify_classes: Annotated[str, typer.Option(
         help="Comma-separated detector classes whose crops the classifier sees; 'animal' also means every "
              "COCO animal class.")] = "animal",
-    top_k: Annotated[int, typer.Option(help="Classifications kept per crop.")] = 5,
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads; default: cores, at most 4.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Classifications kept per crop.")] = 5,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="Inference threads; default: cores, at most 4.")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="Image-decoding threads running beside inference; default: 2 (1 on a single core).")] = None,
-    video_every: Annotated[int, typer.Option(help="Process every Nth video frame.")] = 10,
+    video_every: Annotated[int, typer.Option(min=1, help="Process every Nth video frame.")] = 10,
     reduced: Annotated[bool, typer.Option(
         "--reduced/--full-decode", help="Decode large JPEGs at 1/2, 1/4 or 1/8 size when the model input "
                                         "is much smaller (boxes are still in full-resolution terms).")] = True,
