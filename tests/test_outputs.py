@@ -546,3 +546,18 @@ def test_addaxai_names_split_photos_and_videos(tmp_path: Path) -> None:
     assert validate_megadetector(photos) == validate_megadetector(videos) == []
     assert [p.name for p in write_addaxai(_results()[:1], tmp_path, run=RUN)] == [
         "image_recognition_file.json"]
+
+
+def test_event_exports_thresholds_never_fall_below_megadetectors_defaults():
+    """A device run at conf 0.05 must not make Timelapse take 0.05 as the file's threshold."""
+    from edge.outputs.event_writers import _model_info
+    from edge.outputs.events import ModelRef
+
+    low = ModelRef("yolox", ("animal",), 0.05)
+    assert _model_info([low], "detection")[1] == {"typical_detection_threshold": 0.2,
+                                                  "conservative_detection_threshold": 0.1}
+    high = ModelRef("yolox", ("animal",), 0.4)
+    assert _model_info([high], "detection")[1] == {"typical_detection_threshold": 0.4,
+                                                   "conservative_detection_threshold": 0.4}
+    assert _model_info([ModelRef("cls", ("fox",), 0.0)], "classification")[1] == {
+        "typical_classification_threshold": 0.5}

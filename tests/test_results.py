@@ -202,7 +202,9 @@ def test_megadetector_export_passes_both_validators(device: Path, tmp_path: Path
     assert doc["detection_categories"] == {"1": "deer", "2": "<b>fox</b>", "3": "person"}
     assert doc["classification_categories"] == {"0": "red fox", "1": "roe <i>deer</i>"}
     assert doc["info"]["detector"] == "tiny-det" and doc["info"]["classifier"] == "tiny-cls"
+    # The device kept scores >= 0.25: thresholds describe that, never below MegaDetector's defaults.
     assert doc["info"]["detector_metadata"]["typical_detection_threshold"] == 0.25
+    assert doc["info"]["detector_metadata"]["conservative_detection_threshold"] == 0.25
     files = [image["file"] for image in doc["images"]]
     assert len(files) == 3 and all(f.startswith("trap-01/2026/05/0") for f in files)  # no image: left out
     first = doc["images"][0]["detections"][0]

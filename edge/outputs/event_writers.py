@@ -30,7 +30,12 @@ from edge.outputs.events import (
     classifier_categories,
     detector_categories,
 )
-from edge.outputs.megadetector import FORMAT_VERSION, validate_megadetector
+from edge.outputs.megadetector import (
+    FORMAT_VERSION,
+    MD_TYPICAL_CLASSIFICATION_THRESHOLD,
+    MD_TYPICAL_DETECTION_THRESHOLD,
+    validate_megadetector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +66,20 @@ def _now() -> str:
 
 
 def _model_info(models: list[ModelRef], kind: str) -> tuple[str, dict[str, Any]]:
+    """The models' names and MegaDetector metadata.
+
+    Events carry only what the device kept (scores at or above its threshold), so the thresholds
+    describe that, never less than MegaDetector's own defaults: a device run at conf 0.05 does not
+    make Timelapse call every box with 0.05 an animal, and the conservative threshold is never
+    below what was kept (half of it would be meaningless).
+    """
     names = sorted({m.name for m in models})
     conf = min(m.conf for m in models)
-    meta: dict[str, Any] = {f"typical_{kind}_threshold": round(conf, 3)}
+    default = MD_TYPICAL_DETECTION_THRESHOLD if kind == "detection" else MD_TYPICAL_CLASSIFICATION_THRESHOLD
+    typical = max(conf, default) if kind == "detection" else (conf or default)
+    meta: dict[str, Any] = {f"typical_{kind}_threshold": round(typical, 3)}
     if kind == "detection":
-        meta["conservative_detection_threshold"] = round(conf / 2, 3)
+        meta["conservative_detection_threshold"] = round(max(conf, typical / 2), 3)
     sizes = {m.input_size for m in models}
     if len(sizes) == 1 and None not in sizes:
         meta["image_size"] = max(sizes.pop())  # type: ignore[arg-type]
