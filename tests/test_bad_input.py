@@ -235,8 +235,8 @@ def test_stamp_overrides_change_the_card(small_model, labels_file, tmp_path, fla
         (["--resize", "squash"], "resize"),
         (["--resize", "centre_crop"], "centre_crop"),
         (["--scale", "0"], "scale"),
-        (["--conf", "1.5"], "conf"),
-        (["--pad-value", "300"], "pad_value"),
+        (["--conf", "1.5"], "--conf"),
+        (["--pad-value", "300"], "--pad-value"),  # the option, not the card key
         (["--preset", "yolov99"], "unknown preset 'yolov99'"),
     ],
 )

@@ -391,3 +391,11 @@ def test_every_example_passes_check(example, tmp_path, stamped, classifier_model
     else:
         assert result.returncode == 0 and not failed, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_model_stamp_refuses_a_folder_for_output_and_names_range_options(tmp_path):
+    junk = tmp_path / "model.onnx"
+    junk.write_bytes(b"x")
+    base = ["model", "stamp", str(junk), "--preset", "yolox", "--labels", str(junk)]
+    _one_error(_cli(*base, "-o", str(tmp_path)), "is a folder", "model_card.onnx", code=2)
+    _one_error(_cli(*base, "-o", str(tmp_path / "out.onnx"), "--conf", "2"), "--conf", code=2)

@@ -45,7 +45,7 @@ def check_output(output: Path, *, example: str = "results.json") -> None:
             folder (or the nearest existing one above it) is not writable.
     """
     if not output.name or output.name == "..":
-        raise OutputPathError(f"-o {str(output)!r} names no file; give a results file, e.g. -o {example}")
+        raise OutputPathError(f"-o {str(output)!r} names no file; give a file name, e.g. -o {example}")
     if output.is_dir():
         raise OutputPathError(f"-o {output} is a folder; give a file inside it, e.g. -o {output / example}")
     ckpt = checkpoint_path(output)

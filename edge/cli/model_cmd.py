@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edge.errors import ModelError
+from edge.errors import ModelError, WildedgeError
 from edge.inference.card import ModelCard, read_card
 from edge.inference.labels import read_labels
 from edge.inference.presets import PRESETS, preset_names
@@ -101,14 +101,20 @@ def stamp(
     std: Annotated[Optional[str], typer.Option(help="Three comma-separated stds (after scaling).")] = None,
     resize: Annotated[Optional[str], typer.Option(
         help="letterbox_topleft, letterbox_centre, stretch or centre_crop.")] = None,
-    pad_value: Annotated[Optional[float], typer.Option(help="Letterbox fill value (0..255).")] = None,
-    conf: Annotated[Optional[float], typer.Option(help="Recommended confidence threshold.")] = None,
-    iou: Annotated[Optional[float], typer.Option(help="Recommended NMS IoU threshold.")] = None,
+    pad_value: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Letterbox fill value (0..255).")] = None,
+    conf: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Recommended confidence threshold.")] = None,
+    iou: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Recommended NMS IoU threshold.")] = None,
     name: Annotated[str, typer.Option(
         help="Model name recorded in the card; default: file stem. -m takes the stamped file's path (a "
              "published model runs by name after 'wildedge model pull NAME --from FILE').")] = "",
 ) -> None:
     """Write a model card into a copy of a third-party ONNX file."""
+    from edge.batch.checkpoint import check_output
+
+    try:  # a folder or unwritable place for -o: one line now, not an OS error after the work
+        check_output(output, example=f"{model.stem}_card.onnx")
+    except WildedgeError as err:
+        raise _fail(str(err)) from err
     if preset not in PRESETS:
         raise _fail(f"unknown preset {preset!r}; choose one of: {', '.join(preset_names())}")
     pre: dict = {}
