@@ -41,6 +41,10 @@ def export(
     frame_size: Annotated[str | None, typer.Option(
         "--frame-size", help="WIDTHxHEIGHT of the devices' frames: coco needs pixels, and the wire does not "
                              "carry frame sizes.")] = None,
+    categories: Annotated[str, typer.Option(
+        "--categories", help="megadetector: MegaDetector's 1 animal / 2 person / 3 vehicle, each box's own class "
+                             "kept as a classification (for Timelapse, AddaxAI and MegaDetector's tools); native: "
+                             "the detectors' own labels. megadetector format only.")] = "native",
 ) -> None:
     """Export the collected events as MegaDetector 1.6 JSON, a Camtrap DP package, COCO JSON or CSV."""
     from edge.outputs.event_writers import FORMATS
@@ -48,6 +52,10 @@ def export(
 
     if fmt not in FORMATS:
         fail(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if categories not in ("native", "megadetector"):
+        fail(f"--categories {categories!r} is unknown; choose native or megadetector")
+    if categories != "native" and fmt != "megadetector":
+        fail(f"--categories {categories} applies to --format megadetector only, not {fmt}")
     try:
         lo = parse_when(since, option="--since") if since else None
         hi = parse_when(until, option="--until", end_of_day=True) if until else None
@@ -75,7 +83,7 @@ def export(
     engine = open_db(db, read_only=True)
     try:
         written = export_to(engine, fmt, output, devices=device or (), since=lo, until=hi, locations=places,
-                            frame_size=size)
+                            frame_size=size, categories=categories)
     except ValueError as err:
         fail(str(err))
     except OSError as err:

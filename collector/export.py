@@ -201,7 +201,8 @@ def read_export(conn: Connection, *, devices: Sequence[str] = (), since: datetim
 
 def export_to(engine: Engine, fmt: str, path: str | os.PathLike[str], *, devices: Sequence[str] = (),
               since: datetime | None = None, until: datetime | None = None,
-              locations: dict[str, Location] | None = None, frame_size: FrameSize | None = None) -> Path:
+              locations: dict[str, Location] | None = None, frame_size: FrameSize | None = None,
+              categories: str = "native") -> Path:
     """Export the collector's events in format ``fmt`` to ``path`` (a directory for camtrapdp).
 
     Raises:
@@ -211,4 +212,4 @@ def export_to(engine: Engine, fmt: str, path: str | os.PathLike[str], *, devices
     """
     with engine.connect() as conn:
         export = read_export(conn, devices=devices, since=since, until=until, locations=locations)
-    return write_events(fmt, export, path, frame_size=frame_size)
+    return write_events(fmt, export, path, frame_size=frame_size, categories=categories)

@@ -257,3 +257,31 @@ def test_the_camtrapdp_writer_never_replaces_a_folder_that_is_not_a_package(gold
     assert sorted(p.name for p in package.iterdir()) == ["datapackage.json", "deployments.csv", "media.csv",
                                                           "observations.csv"]
     engine.dispose()
+
+
+def test_megadetector_categories_keep_each_boxs_own_class_as_a_classification(golden_db: str,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "md.json"
+    result = collect("--db", golden_db, "--categories", "megadetector", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert validate_megadetector(doc) == [] and real_megadetector_problems(doc) == []
+    assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    cats = doc["classification_categories"]
+    assert {"animal", "person", "vehicle"} <= set(cats.values())
+    folder = next(i for i in doc["images"] if i["file"] == "trap-01/site_b/2026-05/IMG_0042.JPG")
+    own = next(k for k, v in cats.items() if v == "animal")
+    # The classifier's vote first, then the detector's own class with its score: nothing is lost.
+    assert folder["detections"][0] == {"category": "1", "conf": 0.813, "bbox": [0.5, 0.125, 0.25, 0.375],
+                                       "classifications": [["0", 0.95], [own, 0.813]]}
+    # The unknown model's detections cannot be mapped: left out, not guessed.
+    assert all(d["category"] in {"1", "2", "3"} for image in doc["images"] for d in image["detections"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--categories", "megadetector", "--format", "csv"], "applies to --format megadetector only"),
+    (["--categories", "md"], "choose native or megadetector"),
+])
+def test_bad_categories_are_refused_in_one_line(golden_db: str, tmp_path: Path, args, message) -> None:
+    result = collect("--db", golden_db, *args, "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output

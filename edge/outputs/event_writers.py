@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge.outputs.categories import MEGADETECTOR, SCHEMES, CategoryMap
+from edge.outputs.categories import megadetector as megadetector_categories
 from edge.outputs.events import (
+    Categories,
     Event,
     EventExport,
     ModelRef,
@@ -88,14 +91,35 @@ def _model_info(models: list[ModelRef], kind: str) -> tuple[str, dict[str, Any]]
 
 # -- MegaDetector --------------------------------------------------------------------------------
 
-def to_megadetector_events(export: EventExport) -> dict[str, Any]:
+def to_megadetector_events(export: EventExport, *, categories: str = "native") -> dict[str, Any]:
     """The MegaDetector 1.6 document of ``export`` (validated before it is returned).
 
+    ``categories``: ``native`` writes the detectors' own labels; ``megadetector`` writes
+    MegaDetector's 1 animal / 2 person / 3 vehicle (see :mod:`edge.outputs.categories`: COCO animals,
+    person, road vehicles; other classes dropped, counted in a log line), each box's own class kept
+    as a classification after the classifier's, so nothing is lost.
+
     Raises:
-        ValueError: the document would break the format (the first problems are named).
+        ValueError: the document would break the format (the first problems are named), an unknown
+            scheme, or a detector none of whose labels is an animal, person or vehicle.
     """
+    if categories not in SCHEMES:
+        raise ValueError(f"unknown category scheme {categories!r}; choose one of {', '.join(SCHEMES)}")
+    md = categories == "megadetector"
     events = _with_image(export, "MegaDetector")
     det_cats, cls_cats = detector_categories(export.events), classifier_categories(export.events)
+    maps: dict[ModelRef, CategoryMap | None] = {}
+    if md:
+        cls_cats = cls_cats or Categories((), offset=0)
+        for model in sorted({e.models.detector for e in export.events}, key=lambda m: (m.name, m.labels)):
+            try:
+                maps[model] = megadetector_categories(model.labels)
+            except ValueError as err:  # a model whose labels are unknown or name no animal/person/vehicle
+                logger.warning("megadetector categories: the detections of %s are left out: %s", model.name,
+                               err if model.labels else "its labels are unknown")
+                maps[model] = None
+            for label in model.labels:
+                cls_cats.add(label)
     completed = _now()
     info: dict[str, Any] = {"format_version": FORMAT_VERSION, "detection_completion_time": completed}
     detectors = [e.models.detector for e in export.events]
@@ -104,20 +128,39 @@ def to_megadetector_events(export: EventExport) -> dict[str, Any]:
     else:
         info["detector"] = "unknown"
     doc: dict[str, Any] = {"info": info}
-    images = []
+    images, dropped = [], 0
     for event in events:
         dets = []
         for det in event.detections:
             x1, y1, x2, y2 = det.box
-            out: dict[str, Any] = {"category": str(det_cats.add(det.label)), "conf": round(float(det.score), 3),
+            if md:
+                cmap = maps[event.models.detector]
+                written = cmap.id_of(det.class_id) \
+                    if cmap is not None and 0 <= det.class_id < len(cmap.labels) else None
+                if written is None:
+                    dropped += 1
+                    continue
+                category = str(written)
+            else:
+                category = str(det_cats.add(det.label))
+            out: dict[str, Any] = {"category": category, "conf": round(float(det.score), 3),
                                    "bbox": [round(x1, 4), round(y1, 4), round(x2 - x1, 4), round(y2 - y1, 4)]}
+            pairs = []
             if det.classification is not None and cls_cats is not None:
                 c = det.classification
-                out["classifications"] = [[str(cls_cats.add(c.label)), round(float(c.prob), 3)]]
+                pairs.append([str(cls_cats.add(c.label)), round(float(c.prob), 3)])
+            if md and cls_cats is not None:
+                pairs.append([str(cls_cats.add(det.label)), round(float(det.score), 3)])
+            if pairs:  # MegaDetector's validator wants them best first
+                out["classifications"] = sorted(pairs, key=lambda pair: -pair[1])
             dets.append(out)
         images.append({"file": event.file, "detections": dets})
+    if dropped:
+        logger.info("megadetector categories: %d detections of classes that are not an animal, person or vehicle "
+                    "left out", dropped)
     classifiers = [e.models.classifier for e in export.events if e.models.classifier is not None]
-    doc["detection_categories"] = det_cats.as_dict()
+    doc["detection_categories"] = dict(sorted((str(k), v) for k, v in MEGADETECTOR.items())) if md \
+        else det_cats.as_dict()
     if cls_cats is not None:
         info["classification_completion_time"] = completed
         if classifiers:
@@ -130,10 +173,11 @@ def to_megadetector_events(export: EventExport) -> dict[str, Any]:
     return doc
 
 
-def write_megadetector_events(export: EventExport, stream: TextIO, *, frame_size: FrameSize | None = None
-                              ) -> None:
-    """Write ``export`` to ``stream`` as a MegaDetector 1.6 JSON document."""
-    json.dump(to_megadetector_events(export), stream, indent=1, ensure_ascii=False, allow_nan=False)
+def write_megadetector_events(export: EventExport, stream: TextIO, *, frame_size: FrameSize | None = None,
+                              categories: str = "native") -> None:
+    """Write ``export`` to ``stream`` as a MegaDetector 1.6 JSON document (``categories``: see
+    :func:`to_megadetector_events`)."""
+    json.dump(to_megadetector_events(export, categories=categories), stream, indent=1, ensure_ascii=False, allow_nan=False)
     stream.write("\n")
 
 
@@ -218,13 +262,18 @@ WRITERS: dict[str, Writer] = {"megadetector": write_megadetector_events, "coco":
 
 
 def write_events(fmt: str, export: EventExport, path: str | os.PathLike[str], *,
-                 frame_size: FrameSize | None = None) -> Path:
+                 frame_size: FrameSize | None = None, categories: str = "native") -> Path:
     """Write ``export`` to ``path`` in format ``fmt`` (a directory for camtrapdp), replacing it atomically.
 
+    ``categories`` (``native`` or ``megadetector``) applies to the MegaDetector format only.
+
     Raises:
-        ValueError: ``fmt`` is unknown, or the export cannot be expressed in it (one line says why).
+        ValueError: ``fmt`` is unknown, ``categories`` is set for another format, or the export cannot
+            be expressed in it (one line says why).
         OSError: the output could not be written (what was there is left untouched).
     """
+    if categories != "native" and fmt != "megadetector":
+        raise ValueError(f"--categories {categories} applies to the megadetector format only, not {fmt}")
     from edge.outputs import _atomic_write
     from edge.outputs.camtrapdp import write_camtrapdp
 
@@ -233,7 +282,8 @@ def write_events(fmt: str, export: EventExport, path: str | os.PathLike[str], *,
         write_camtrapdp(export, target)
     elif fmt in WRITERS:
         writer = WRITERS[fmt]
-        _atomic_write(target, lambda stream: writer(export, stream, frame_size=frame_size))
+        extra = {"categories": categories} if fmt == "megadetector" else {}
+        _atomic_write(target, lambda stream: writer(export, stream, frame_size=frame_size, **extra))
     else:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     logger.info("wrote %d events to %s (%s)", len(export.events), target, fmt)
