@@ -120,3 +120,43 @@ def test_animal_with_a_coco_detector_passes_check_and_runs_as_detect_reads_it(
     (line,) = [line for line in detected.stderr.splitlines() if line.strip()]
     assert "--classify-classes: 'wolf' is not among the labels of the detector" in line
     assert "valid: 'person'" in line
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize(("mode", "content", "message"), [
+    (0o644, b"k" * 32, "is readable by others (mode 0644): run `chmod 600 "),
+    (0o600, b"", "is empty"),
+])
+def test_check_and_run_refuse_a_command_key_file_alike(tmp_path: Path, assets: Path, stamped: dict[str, Path],
+                                                       mode: int, content: bytes, message: str) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted((assets / "camera_traps_lila" / "images").iterdir())[0], photos)
+    key = tmp_path / "command-key"
+    key.write_bytes(content)
+    key.chmod(mode)
+    config = tmp_path / "trap.toml"
+    config.write_text(f"""
+[device]
+id = "trap-01"
+state_dir = "{tmp_path / 'state'}"
+[camera]
+type = "folder"
+path = "{photos}"
+[detector]
+model = "{stamped['fastestdet']}"
+[storage]
+min_free = 0
+[mqtt]
+url = "mqtt://127.0.0.1:9"
+command_key_file = "{key}"
+""")
+    outputs = {command: _run(command, "--config", str(config), *extra)
+               for command, extra in (("check", ()), ("run", ("--once",)))}
+    for command, done in outputs.items():
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+        assert f"mqtt.command_key_file: {key} " in line and message in line, (command, line)
+        assert "Traceback" not in done.stderr + done.stdout
+    assert outputs["check"].stderr == outputs["run"].stderr
+    assert not (tmp_path / "state").exists()  # neither created anything

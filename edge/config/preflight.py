@@ -69,9 +69,18 @@ def preflight(cfg: Any) -> Any:
     A detector file that cannot be read (missing, not ONNX, no card) is left to whoever loads it
     (``check``'s detector line, the daemon's start), which names it: the config comes back as it is.
 
+    Also reads ``mqtt.command_key_file`` as the daemon does at start (mode, readable, not empty).
+
     Raises:
-        ConfigError: a value that the models make invalid (one line naming the key).
+        ConfigError: a value that the models make invalid, or a command key file the daemon would
+            refuse (one line naming the key).
     """
+    if cfg.mqtt is not None:
+        # The daemon refuses to start with a command key file others may read, an empty or an
+        # unreadable one; check says so first (a systemd credential is the service's own: not here).
+        from edge.mqtt.connect import read_command_key
+
+        read_command_key(cfg.mqtt.command_key_file)
     if cfg.classifier is None or cfg.classifier.classes is None:
         return cfg
     from edge.errors import ModelError
