@@ -291,3 +291,24 @@ def test_reads_while_another_connection_writes(device: Path, tmp_path: Path) -> 
     finally:
         writer.close()
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+def test_megadetector_categories_on_the_device_and_refused_for_other_formats(device: Path, tmp_path: Path) -> None:
+    out = tmp_path / "md.json"
+    result = run("--config", str(device), "--categories", "megadetector", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert validate_megadetector(doc) == [] and real_megadetector_problems(doc) == []
+    assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    native = tmp_path / "native.json"
+    assert run("--config", str(device), "-o", str(native)).exit_code == 0
+    before = json.loads(native.read_text(encoding="utf-8"))
+    names = before["detection_categories"]
+    # deer and fox are no COCO names and the card gives no map: left out; person stays person.
+    people = [d for image in before["images"] for d in image["detections"] if names[d["category"]] == "person"]
+    written = [d for image in doc["images"] for d in image["detections"]]
+    assert len(written) == len(people) and {d["category"] for d in written} <= {"2"}
+    assert [i["file"] for i in doc["images"]] == [i["file"] for i in before["images"]]  # no image lost
+    assert sum(len(i["detections"]) for i in before["images"]) > len(written)  # something was left out
+    refused = run("--config", str(device), "--categories", "megadetector", "-f", "csv", "-o", str(tmp_path / "x"))
+    assert refused.exit_code == 2 and "applies to --format megadetector only" in refused.output

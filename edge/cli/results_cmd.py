@@ -69,6 +69,10 @@ def results(
     = None,
     until: Annotated[str | None, typer.Option(help="Events captured before this date/time; a bare date "
                                                       "includes that day.")] = None,
+    categories: Annotated[str, typer.Option(
+        "--categories", help="megadetector: MegaDetector's 1 animal / 2 person / 3 vehicle, each box's own class "
+                             "kept as a classification; native: the detector's labels. megadetector format only.")]
+    = "native",
 ) -> None:
     """Summarise this device's stored results; with -o, export them (read-only: safe beside a running daemon)."""
     from edge.daemon import state_paths
@@ -78,6 +82,12 @@ def results(
 
     if fmt not in FORMATS:
         typer.echo(f"error: --format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(2)
+    if categories not in ("native", "megadetector") or (categories != "native" and fmt != "megadetector"):
+        why = (f"--categories {categories!r} is unknown; choose native or megadetector"
+               if categories not in ("native", "megadetector") else
+               f"--categories {categories} applies to --format megadetector only, not {fmt}")
+        typer.echo(f"error: {why}", err=True)
         raise typer.Exit(2)
     try:
         lo = parse_when(since, option="--since") if since else None
@@ -106,7 +116,7 @@ def results(
             folder = Path(cfg.camera.path) if cfg.camera.type == "folder" else None
             export = read_export(conn, device=cfg.device.id, models=device_models(cfg, conn), since=lo, until=hi,
                                  latitude=cfg.device.latitude, longitude=cfg.device.longitude, folder=folder)
-        write_events(fmt, export, output)
+        write_events(fmt, export, output, categories=categories)
     except StoreError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
