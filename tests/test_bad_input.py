@@ -275,3 +275,30 @@ def test_stamp_dynamic_input_needs_input_size(labels_file, tmp_path):
     result = _stamp(src, tmp_path / "out.onnx", labels_file, "--input-size", "640x480")
     assert result.exit_code == 0, result.output
     assert read_card(tmp_path / "out.onnx").preprocess.input_size == (640, 480)
+
+
+@pytest.mark.assets
+def test_stamp_a_coco_detector_as_megadetector_compatible_and_detect_writes_md_classes(assets, tmp_path):
+    src = assets / "fastestdet" / "FastestDet.onnx"
+    labels = assets / "fastestdet" / "coco.names"
+    dst = tmp_path / "md.onnx"
+    result = _stamp(src, dst, labels, "--categories", "megadetector", preset="fastestdet")
+    assert result.exit_code == 0, result.output
+    assert read_card(dst).categories.scheme == "megadetector"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((assets / "coco_val2017_animal_samples").glob("*.jpg"))[:4]:
+        shutil.copy(path, photos)
+    out = tmp_path / "md.json"
+    detected = _invoke("detect", photos, "-m", dst, "-o", out, "--conf", "0.3")
+    assert detected.exit_code == 0, detected.output
+    doc = json.loads(out.read_text())
+    assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    # A map for labels that are not COCO names; a bad class in it is one line.
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"cow": "animal", "car": "car"}))
+    bad = _stamp(src, tmp_path / "bad.onnx", labels, "--category-map", mapping, preset="fastestdet")
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "car" in bad.output, bad.output
+    assert not (tmp_path / "bad.onnx").exists()
+    refused = _stamp(src, tmp_path / "bad.onnx", labels, "--categories", "md", preset="fastestdet")
+    assert refused.exit_code == 2 and "--categories must be native or megadetector" in refused.output

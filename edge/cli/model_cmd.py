@@ -88,6 +88,27 @@ def _parse_triple(text: str | None, name: str) -> tuple[float, float, float] | N
     return values  # type: ignore[return-value]
 
 
+def _categories(scheme: str | None, mapping: Path | None) -> dict | None:
+    """The card's ``categories`` field from --categories / --category-map (one-line errors)."""
+    import json
+
+    if scheme is not None and scheme not in ("native", "megadetector"):
+        raise _fail(f"--categories must be native or megadetector, got {scheme!r}")
+    if mapping is None:
+        return {"scheme": scheme} if scheme is not None else None
+    if scheme == "native":
+        raise _fail("--category-map goes with --categories megadetector (or alone), not native")
+    try:
+        data = json.loads(mapping.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise _fail(f"--category-map {mapping}: {err.strerror or err}") from err
+    except ValueError as err:
+        raise _fail(f"--category-map {mapping}: not JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise _fail(f"--category-map {mapping}: must be a JSON object of label: animal|person|vehicle")
+    return {"scheme": "megadetector", "map": data}
+
+
 @app.command("stamp")
 def stamp(
     model: Annotated[Path, typer.Argument(help="Third-party ONNX file.")],
@@ -107,6 +128,12 @@ def stamp(
     name: Annotated[str, typer.Option(
         help="Model name recorded in the card; default: file stem. -m takes the stamped file's path (a "
              "published model runs by name after 'wildedge model pull NAME --from FILE').")] = "",
+    categories: Annotated[Optional[str], typer.Option(
+        help="Category scheme results are written in by default: megadetector (1 animal / 2 person / "
+             "3 vehicle; COCO names map by themselves) or native.")] = None,
+    category_map: Annotated[Optional[Path], typer.Option(
+        help="JSON file {label: animal|person|vehicle} for labels that are not COCO names (implies "
+             "--categories megadetector).")] = None,
 ) -> None:
     """Write a model card into a copy of a third-party ONNX file."""
     from edge.batch.checkpoint import check_output
@@ -127,11 +154,12 @@ def stamp(
         if value is not None:
             pre[key] = value
     thr = {k: v for k, v in (("conf", conf), ("iou", iou)) if v is not None}
+    scheme = _categories(categories, category_map)
     try:
         card = stamp_file(
             model, output, preset=preset, labels=read_labels(labels),
             input_size=_parse_size(input_size) if input_size else None, name=name,
-            preprocess_overrides=pre, threshold_overrides=thr,
+            preprocess_overrides=pre, threshold_overrides=thr, categories=scheme,
         )
     except (ModelError, ValueError) as err:
         raise _fail(str(err)) from err

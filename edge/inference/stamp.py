@@ -47,10 +47,13 @@ def stamp_file(
     preprocess_overrides: dict | None = None,
     threshold_overrides: dict | None = None,
     check_graph: bool = True,
+    categories: dict | None = None,
 ) -> ModelCard:
     """Build the card of ``preset`` for ``src`` and write it into ``dst``; returns the card.
 
     ``check_graph=False`` skips loading the graph when ``input_size`` is given (a known file).
+    ``categories``: the card's ``categories`` field (``{"scheme": ..., "map": {...}}``), e.g. to stamp a
+    COCO detector as MegaDetector-compatible.
     """
     graph_size = graph_input_size(src) if input_size is None or check_graph else None
     size = input_size or graph_size
@@ -62,7 +65,8 @@ def stamp_file(
             preprocess_overrides=preprocess_overrides, threshold_overrides=threshold_overrides,
         )
         card = ModelCard.model_validate(
-            {**card.model_dump(), "source": {"file": src.name, "sha256": sha256_file(src), "url": url}}
+            {**card.model_dump(), "source": {"file": src.name, "sha256": sha256_file(src), "url": url},
+             **({"categories": categories} if categories is not None else {})}
         )
     except ValidationError as err:
         raise ModelError(f"invalid card: {format_errors(err)}") from err
