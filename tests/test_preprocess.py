@@ -10,7 +10,8 @@ from edge.inference.card import Preprocess
 from edge.inference.preprocess import Transform, preprocess, resize_for_model, to_tensor
 from edge.inference.presets import PRESETS
 
-INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
+# Bit-exact resampling (issue 14): "linear" is INTER_LINEAR_EXACT.
+INTERP = {"linear": cv2.INTER_LINEAR_EXACT, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
           "cubic": cv2.INTER_CUBIC}
 
 

@@ -13,8 +13,14 @@ import numpy as np
 
 from edge.inference.card import Preprocess
 
+# The same photo must give the same tensor on the workstation that calibrates and on the device
+# (issue 14). OpenCV's INTER_LINEAR runs different SIMD code on x86 and on ARM (NEON, Carotene) and
+# rounds differently (off by one in 10-17 % of values); INTER_LINEAR_EXACT is its fixed-point,
+# bit-exact twin, within 1 of it. INTER_AREA gave the same pixels on x86 and arm64 (measured under
+# qemu, enlarged photos included, though OpenCV does not promise it: docs/quantization.md);
+# INTER_NEAREST only computes indices. INTER_CUBIC has no exact variant.
 _INTERPOLATION = {
-    "linear": cv2.INTER_LINEAR,
+    "linear": cv2.INTER_LINEAR_EXACT,
     "area": cv2.INTER_AREA,
     "nearest": cv2.INTER_NEAREST,
     "cubic": cv2.INTER_CUBIC,
