@@ -653,3 +653,26 @@ def test_reopen_lets_config_errors_out(monkeypatch, clock):
                                                      clock=clock), clock=clock)
     with pytest.raises(ConfigError):
         camera.open()
+
+
+def test_watch_says_once_which_photos_it_cannot_read(tmp_path, clock, caplog):
+    """HEIC and raw files are not passed over silently: one warning per scan that finds new ones."""
+    _trap_card(tmp_path)
+    (tmp_path / "IMG_20.HEIC").write_bytes(b"\x00" * 64)
+    (tmp_path / "sub" / "IMG_21.cr2").write_bytes(b"\x00" * 64)
+    caplog.set_level("WARNING", logger="edge.capture.folder")
+    with FolderCamera(tmp_path, mode="watch", settle=timedelta(0), clock=clock) as camera:
+        assert camera.capture() is not None
+        warned = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+        assert len(warned) == 1 and "1 .cr2 file" in warned[0] and "1 .heic file" in warned[0]
+        assert "convert them to JPEG first" in warned[0]
+        caplog.clear()
+        _drain(camera)
+        clock.advance(5)
+        camera.capture()
+        assert not [r for r in caplog.records if "cannot read" in r.getMessage()]  # not again
+        (tmp_path / "IMG_22.heif").write_bytes(b"\x00" * 64)
+        clock.advance(5)
+        camera.capture()
+        again = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+        assert len(again) == 1 and "1 .heif file" in again[0]

@@ -33,7 +33,7 @@ UNREADABLE_PHOTOS = {
     ".heic": "HEIC", ".heif": "HEIC", ".avif": "AVIF",
     ".dng": "raw", ".cr2": "raw", ".cr3": "raw", ".nef": "raw", ".arw": "raw", ".orf": "raw", ".rw2": "raw",
 }
-_CONVERT_HINT = ("convert them to JPEG first (e.g. 'heif-convert IN.heic OUT.jpg' for HEIC, or your raw "
+CONVERT_HINT = ("convert them to JPEG first (e.g. 'heif-convert IN.heic OUT.jpg' for HEIC, or your raw "
                  "converter), or set the camera to save JPEG")
 
 
@@ -77,7 +77,7 @@ def unreadable_photos(folder: Path, *, recursive: bool = True) -> str | None:
     else:
         skipped = Counter(p.suffix.lower() for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     unreadable = skipped_photos(skipped)
-    return f"skipped {unreadable}; {_CONVERT_HINT}" if unreadable else None
+    return f"skipped {unreadable}; {CONVERT_HINT}" if unreadable else None
 
 
 def nothing_found(paths: list[Path]) -> str:
@@ -90,7 +90,7 @@ def nothing_found(paths: list[Path]) -> str:
     where = ", ".join(str(p) for p in paths)
     unreadable = skipped_photos(skipped)
     if unreadable:
-        return f"no photos or videos wildedge can read in {where}: skipped {unreadable}; {_CONVERT_HINT}"
+        return f"no photos or videos wildedge can read in {where}: skipped {unreadable}; {CONVERT_HINT}"
     other = sum(skipped.values())
     extra = f" (skipped {other} other file{'s' if other != 1 else ''})" if other else ""
     suffixes = " ".join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))
@@ -116,7 +116,7 @@ def collect(paths: list[Path]) -> tuple[list[Item], Path]:
             found, skipped = _walk(path)
             unreadable = skipped_photos(skipped)
             if unreadable:
-                warnings.append(f"{raw}: skipped {unreadable}; {_CONVERT_HINT}")
+                warnings.append(f"{raw}: skipped {unreadable}; {CONVERT_HINT}")
             elif skipped:
                 logger.info("%s: skipped %d files that are neither photos nor videos", raw, sum(skipped.values()))
             files.extend(found)

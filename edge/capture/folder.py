@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta, tzinfo
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from edge.batch.sources import CONVERT_HINT, UNREADABLE_PHOTOS, skipped_photos
 from edge.capture.base import Frame
 from edge.capture.exif import capture_time
 from edge.clock import Clock
@@ -101,6 +102,7 @@ class FolderCamera:
         self._max_pixels = max_pixels
         self._real_root = os.path.realpath(self.root)
         self._outside: set[str] = set()  # links out of the folder already warned about
+        self._unreadable: set[str] = set()  # HEIC/raw photos already warned about
         self._queue: deque[str] = deque()
         # watch: candidates still settling, path -> ((size, mtime_ns), monotonic time first seen so)
         self._settling: dict[str, tuple[tuple[int, int], float]] = {}
@@ -187,6 +189,7 @@ class FolderCamera:
     def _walk(self) -> Iterator[tuple[tuple, str]]:
         """(natural sort key, absolute path) of every visible image file under the root."""
         stack = [(self.root, "")]
+        new_unreadable: Counter[str] = Counter()
         while stack:
             folder, prefix = stack.pop()
             try:
@@ -209,8 +212,16 @@ class FolderCamera:
                         continue
                     elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in self._suffixes:
                         yield natural_key(relative), entry.path
+                    elif entry.path not in self._unreadable and entry.is_file() \
+                            and os.path.splitext(entry.name)[1].lower() in UNREADABLE_PHOTOS:
+                        new_unreadable[os.path.splitext(entry.name)[1].lower()] += 1
+                        self._unreadable.add(entry.path)
                 except OSError:
                     continue  # vanished between listing and stat
+        if new_unreadable:
+            # A photo format wildedge cannot decode is not silently passed over: one line per scan
+            # that finds new ones (as detect and check say it).
+            logger.warning("%s: skipped %s; %s", self.name, skipped_photos(new_unreadable), CONVERT_HINT)
 
     def _scan(self) -> None:
         """Watch mode: stat every new file, move those unchanged for ``settle`` to the queue."""
