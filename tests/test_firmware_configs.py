@@ -489,3 +489,50 @@ def test_check_can_tell_a_profile_for_another_board(tmp_path, model, expected):
     problem = board_problem(load_profile("pi4-imx708"), model_file)
     assert problem is None if expected is None else expected in problem
     assert board_problem(load_profile("pi4-imx708"), tmp_path / "absent") is None
+
+
+# --- the wiring in edge/config (DeviceConfig.profile + apply_profile in config_from_dict) ------------
+
+
+def _wired() -> bool:
+    from edge.config.models import DeviceConfig
+
+    return "profile" in DeviceConfig.model_fields
+
+
+_CONFIG = """\
+[device]
+id = "trap-01"
+state_dir = "{state}"
+profile = "{profile}"
+
+[camera]
+type = "picamera2"
+
+[trigger]
+type = "motion"
+
+[detector]
+model = "/tmp/detector.onnx"
+"""
+
+
+@pytest.mark.skipif(not _wired(), reason="not wired yet: DeviceConfig.profile and apply_profile in "
+                                         "config_from_dict (see edge/config/profiles.py)")
+def test_load_config_applies_the_profile_named_in_device(tmp_path):
+    from edge.config import load_config
+
+    path = tmp_path / "wildedge.toml"
+    path.write_text(_CONFIG.format(state=tmp_path, profile="pi4-imx708"))
+    cfg = load_config(path)
+    assert cfg.device.profile == "pi4-imx708"
+    assert (cfg.camera.width, cfg.camera.height, cfg.camera.lores_height) == (4608, 2592, 180)
+    assert cfg.detector.threads == 3
+    cfg = load_config(path, overrides=["camera.width=2304", "camera.height=1296"])
+    assert (cfg.camera.width, cfg.camera.height) == (2304, 1296)  # --set wins over the profile
+    cfg = load_config(path, overrides=["device.profile=pi02w-imx708"])
+    assert (cfg.camera.width, cfg.detector.threads) == (2304, 3)
+    path.write_text(_CONFIG.format(state=tmp_path, profile="pi4-imx78"))
+    with pytest.raises(InvalidConfigError) as err:
+        load_config(path)
+    assert err.value.problems == ["device.profile: unknown profile 'pi4-imx78' (did you mean 'pi4-imx708'?)"]
