@@ -536,3 +536,38 @@ def test_load_config_applies_the_profile_named_in_device(tmp_path):
     with pytest.raises(InvalidConfigError) as err:
         load_config(path)
     assert err.value.problems == ["device.profile: unknown profile 'pi4-imx78' (did you mean 'pi4-imx708'?)"]
+
+
+@pytest.mark.assets
+def test_check_names_the_profile_and_warns_on_another_board(tmp_path, assets, stamped):
+    import shutil
+    import subprocess
+
+    from daemon_helpers import WILDEDGE
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted((assets / "camera_traps_lila" / "images").iterdir())[0], photos)
+    config = tmp_path / "trap.toml"
+    config.write_text(f"""
+[device]
+id = "trap-01"
+profile = "pi4-imx708"
+state_dir = "{tmp_path / 'state'}"
+[camera]
+type = "folder"
+path = "{photos}"
+[detector]
+model = "{stamped['fastestdet']}"
+[storage]
+min_free = 0
+""")
+    done = subprocess.run([*WILDEDGE, "check", "--config", str(config)], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if " profile " in f" {line} "]
+    assert lines and lines[0].startswith("ok") and "pi4-imx708" in lines[0], done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr  # a profile never makes check fail by itself
+    bad = config.read_text().replace('"pi4-imx708"', '"pi9-imx999"')
+    config.write_text(bad)
+    refused = subprocess.run([*WILDEDGE, "check", "--config", str(config)], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "device.profile:" in refused.stderr and "Traceback" not in refused.stderr

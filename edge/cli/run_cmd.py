@@ -296,6 +296,13 @@ def check(
     cfg = _load(config, overrides)
     report = _Report()
     report.line(True, "config", f"{config} (device {cfg.device.id})")
+    if cfg.device.profile:
+        from edge.config.profiles import board_problem, load_profile
+
+        profile = load_profile(cfg.device.profile)
+        report.line(True, "profile", profile.summary())
+        if (mismatch := board_problem(profile)) is not None:
+            report.line(None, "profile", mismatch)
     for what, fn in _check_models(cfg):
         report.step(what, fn)
     if report.step("camera", lambda: _check_camera(cfg)) and cfg.camera.type == "folder":

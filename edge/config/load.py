@@ -89,6 +89,12 @@ def config_from_dict(data: Mapping[str, Any], *, overrides: Sequence[str] = (), 
             problems.append(f"--set {text!r}: {err}")
     if problems:
         raise InvalidConfigError(problems, source=source)
+    from edge.config.profiles import ProfileError, apply_profile
+
+    try:  # [device] profile: its keys fill in what the file and --set leave out
+        data = apply_profile(data)
+    except ProfileError as err:
+        raise InvalidConfigError([f"device.profile: {err}"], source=source) from None
     try:
         return Config.model_validate(data)
     except ValidationError as err:

@@ -29,6 +29,9 @@ class DeviceConfig(Section):
     """Who this device is, where it keeps its state, and where on Earth it stands."""
 
     id: str = Field(description="device name: MQTT topic level and client id")
+    profile: str | None = Field(
+        None, description="device profile (firmware_configs/profiles/NAME.toml) whose [camera] and [detector] keys "
+                          "fill in what this file leaves out")
     state_dir: UserPath = Field(Path("/var/lib/wildedge"), description="SQLite store and images/ live here")
     latitude: float | None = Field(None, ge=-90, le=90, description="decimal degrees, north positive")
     longitude: float | None = Field(None, ge=-180, le=180, description="decimal degrees, east positive")
