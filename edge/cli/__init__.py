@@ -134,12 +134,12 @@ def _root(
 
 
 def _register() -> None:
-    from edge.cli import detect_cmd, model_cmd, results_cmd, run_cmd
+    from edge.cli import detect_cmd, doctor, model_cmd, results_cmd, run_cmd
 
     app.add_typer(model_cmd.app, name="model")
     app.command("detect")(detect_cmd.detect)
     app.command("run")(run_cmd.run)
-    app.command("check")(run_cmd.check)
+    app.command("check")(doctor.check)
     app.command("trigger")(run_cmd.trigger)
     app.command("results")(results_cmd.results)
     # Other packages of the distribution (export, collector) add their groups through the

@@ -1,4 +1,5 @@
-"""``wildedge run``, ``wildedge check`` and ``wildedge trigger``: the field daemon's commands.
+"""``wildedge run`` and ``wildedge trigger``: the field daemon's commands (``wildedge check``, the field
+doctor, is edge/cli/doctor.py; it loads configs through :func:`_load` here).
 
 Every expected failure (bad config, missing model, camera that cannot open, unwritable state
 directory) ends with one ``error:`` line naming the file or key (a config with several problems:
@@ -10,12 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -168,172 +166,6 @@ def run(
     raise typer.Exit(code)
 
 
-# -- check ------------------------------------------------------------------------------------------
-
-class _Report:
-    def __init__(self) -> None:
-        self.failures = 0
-
-    def line(self, ok: bool | None, what: str, detail: str) -> None:
-        mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
-        self.failures += ok is False
-        typer.echo(f"{mark} {what:<11} {detail}")
-
-    def step(self, what: str, fn: Callable[[], str]) -> bool:
-        try:
-            detail = fn()
-        except (WildedgeError, OSError, ValueError) as err:
-            self.line(False, what, str(err))
-            return False
-        self.line(True, what, detail)
-        return True
-
-
-def _check_state_dir(state_dir: Path) -> str:
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".check-"):
-            pass
-    except OSError as err:
-        raise ConfigError(f"state directory {state_dir} is not writable: {err.strerror or err}") from None
-    from edge.daemon import state_paths
-    from edge.store import Store
-
-    db_path, images_dir, _ = state_paths(state_dir)
-    if not db_path.exists():
-        return f"{state_dir} (writable; no store yet)"
-    with Store(db_path, images_dir=images_dir) as store:
-        verdict = store.integrity_check()
-        if verdict != "ok":
-            raise ConfigError(f"store {db_path} is damaged: {verdict}")
-        depth = store.outbox_depth()
-    return f"{state_dir} (store ok, {depth.count} messages waiting)"
-
-
-def _check_models(cfg: Any) -> list[tuple[str, Callable[[], str]]]:
-    from edge.inference.classifier import Classifier
-    from edge.inference.detector import Detector
-
-    def detector() -> str:
-        started = time.perf_counter()
-        with Detector(cfg.detector.model, conf=cfg.detector.conf, iou=cfg.detector.iou,
-                      threads=cfg.detector.threads, spin=False) as det:
-            took = time.perf_counter() - started
-            return (f"{cfg.detector.model}: {det.card.name or det.card.decoder.name}, {len(det.labels)} classes, "
-                    f"loaded in {took:.1f} s")
-
-    def classifier() -> str:
-        with Classifier(cfg.classifier.model, threads=cfg.detector.threads, spin=False) as cls:
-            return f"{cfg.classifier.model}: {cls.card.name or cls.card.decoder.name}, {len(cls.labels)} classes"
-
-    steps = [("detector", detector)]
-    if cfg.classifier is not None:
-        steps.append(("classifier", classifier))
-    return steps
-
-
-def _check_camera(cfg: Any) -> str:
-    from edge.clock import SystemClock
-    from edge.config.build import build_camera_factory
-
-    camera = build_camera_factory(cfg, clock=SystemClock(), is_processed=lambda _source: False,
-                                  tz=cfg.device.zone())()
-    camera.open()
-    try:
-        if cfg.camera.type == "folder":
-            pending = camera.pending() if hasattr(camera, "pending") else 0
-            what = "images" if cfg.camera.mode == "replay" else "images found so far"
-            return f"{camera.name}: {pending} {what}"
-        frame = camera.capture()
-        if frame is None:
-            raise ConfigError(f"camera {camera.name} opened but gave no frame")
-        height, width = frame.image.shape[:2]
-        return f"{camera.name}: {width}x{height} frame captured"
-    finally:
-        camera.close()
-
-
-def _check_mqtt(cfg: Any, timeout: float = 10.0) -> tuple[bool | None, str]:
-    """Connect once as ``<device>-check`` with a throwaway session (a running daemon keeps its own):
-    ok, FAIL when the broker refuses us or the TLS/password files are unusable, warn when it
-    cannot be reached (the daemon queues results until it can)."""
-    from edge.mqtt.connect import V5, connect, make_client
-
-    mqtt = cfg.mqtt
-    result: dict[str, Any] = {}
-    try:
-        client = make_client(mqtt, device=f"{cfg.device.id}-check", protocol=V5,
-                             will_topic=f"{mqtt.prefix}/{cfg.device.id}-check/status", will_payload=b"")
-        client.on_connect = lambda _c, _u, _f, reason, _p: result.setdefault("reason", reason)
-        connect(client, mqtt, protocol=V5, session=False)
-    except ConfigError as err:
-        return False, str(err)
-    except OSError as err:
-        return None, f"{mqtt.url}: cannot reach the broker now ({err}); results are queued until it can"
-    deadline = time.monotonic() + timeout
-    while "reason" not in result and time.monotonic() < deadline:
-        client.loop(0.1)
-    client.disconnect()
-    reason = result.get("reason")
-    if reason is None:
-        return None, f"{mqtt.url}: no answer within {timeout:g} s; results are queued until it answers"
-    if reason.is_failure:
-        return False, f"{mqtt.url}: the broker refused the connection: {reason}"
-    return True, f"{mqtt.url}: connected ({'TLS, ' if mqtt.tls else ''}MQTT 5)"
-
-
-def check(
-    config: ConfigOption,
-    overrides: SetOption = None,
-) -> None:
-    """Check a config without running: models, camera, state directory, disk, clock, temperature.
-
-    Exit 1 when anything fails.
-    """
-    from edge.clock import SystemClock
-    from edge.health import read_cpu_temperature
-
-    cfg = _load(config, overrides)
-    report = _Report()
-    report.line(True, "config", f"{config} (device {cfg.device.id})")
-    if cfg.device.profile:
-        from edge.config.profiles import board_problem, load_profile
-
-        profile = load_profile(cfg.device.profile)
-        report.line(True, "profile", profile.summary())
-        if (mismatch := board_problem(profile)) is not None:
-            report.line(None, "profile", mismatch)
-    for what, fn in _check_models(cfg):
-        report.step(what, fn)
-    if report.step("camera", lambda: _check_camera(cfg)) and cfg.camera.type == "folder":
-        from edge.batch.sources import unreadable_photos
-
-        note = unreadable_photos(Path(cfg.camera.path), recursive=cfg.camera.recursive)
-        if note:
-            report.line(None, "camera", note)
-    state_dir = Path(cfg.device.state_dir)
-    if report.step("state dir", lambda: _check_state_dir(state_dir)):
-        free = shutil.disk_usage(state_dir).free
-        floor = cfg.storage.min_free
-        report.line(free >= floor or None, "disk", f"{free / 1e9:.1f} GB free (floor {floor / 1e9:.1f} GB)"
-                    + ("" if free >= floor else ": images will not be saved"))
-    clock = SystemClock(rtc=cfg.device.rtc)
-    synced = clock.synchronised()
-    report.line(True if synced else None, "clock",
-                f"{clock.now().isoformat(timespec='seconds')} "
-                + ("synchronised" if synced else "NOT synchronised (events are marked; the server corrects "
-                                                 "them from the boot-relative time)"))
-    temp = read_cpu_temperature()
-    report.line(None if temp is not None and temp >= 80 else True, "temperature",
-                f"{temp:.1f} °C" if temp is not None else "no sensor")
-    if cfg.mqtt is not None:
-        ok, detail = _check_mqtt(cfg)
-        report.line(ok, "mqtt", detail)
-    if report.failures:
-        typer.echo(f"error: {report.failures} check(s) failed", err=True)
-        raise typer.Exit(1)
-
-
 # -- trigger ----------------------------------------------------------------------------------------
 
 def trigger(
@@ -367,4 +199,4 @@ def trigger(
         typer.echo("capture requested")
 
 
-__all__ = ["check", "run", "trigger"]
+__all__ = ["run", "trigger"]
