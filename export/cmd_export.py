@@ -41,8 +41,12 @@ BudgetOpt = Annotated[Optional[float], typer.Option(
          "agreement with FP32); past it, the most harmful layers stay in float.")]
 MethodOpt = Annotated[str, typer.Option(help="INT8 calibration method: minmax, entropy or percentile.")]
 TypesOpt = Annotated[str, typer.Option(
-    help="With --int8: activation x weight integers: auto (u8s8, or u8u8 on an x86 CPU without VNNI), u8s8 "
-         "(fast on ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI), s8s8.")]
+    help="With --int8: activation x weight integers: auto (u8s8; u8u8 for --target host on an x86 CPU without "
+         "VNNI), u8s8 (fast on ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI), s8s8.")]
+TargetOpt = Annotated[str, typer.Option(
+    help="With --int8: the device the INT8 file is for: host (this machine), pi4, pi5, zero2w (64-bit OS) or "
+         "arm64. An ARM target gets u8s8 integers (exact and fastest there) even on an x86 without VNNI; the "
+         "report says what the accuracy measured here means for the device.")]
 TargetLatencyOpt = Annotated[Optional[float], typer.Option(
     help="With --int8: the model-only latency (ms) the deployment needs; the summary says which model, or "
          "which --imgsz to export at, meets it on this machine.")]
@@ -92,13 +96,14 @@ def fp32_path(output: Path) -> Path:
 
 
 def _quantize(fp32: Path, output: Path, *, calib: Path, calib_labels: Path | None, budget: float | None,
-              method: str, target_latency_ms: float | None = None, types: str = "auto") -> dict[str, Any]:
+              method: str, target_latency_ms: float | None = None, types: str = "auto",
+              target: str = "host") -> dict[str, Any]:
     try:
         from export.quantize import quantize_model
     except ImportError as err:
         raise WildedgeError(f"INT8 quantization is not available in this build: {err}") from err
     return quantize_model(fp32, output, calib_dir=calib, labels=calib_labels, budget=budget, method=method,
-                          target_latency_ms=target_latency_ms, types=types)
+                          target_latency_ms=target_latency_ms, types=types, target=target)
 
 
 def export_model(
@@ -120,6 +125,7 @@ def export_model(
     method: str = "minmax",
     target_latency_ms: float | None = None,
     types: str = "auto",
+    target: str = "host",
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, export FP32 (and INT8), write the JSON report beside ``output``; returns it.
@@ -133,6 +139,12 @@ def export_model(
         raise ValueError("--int8 needs --calib DIR (representative photos)")
     if not int8 and any(v is not None for v in (calib, calib_labels, budget, target_latency_ms)):
         raise ValueError("--calib, --gt-labels, --budget and --target-latency are INT8 options: add --int8")
+    if not int8 and target != "host":
+        raise ValueError("--target is an INT8 option: add --int8")
+    from export.quantize import TARGETS
+
+    if target not in TARGETS:
+        raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if imgsz is not None and imgsz < 8:
         raise ValueError(f"--imgsz must be at least 8, got {imgsz}")
     from export.sources import open_source
@@ -152,7 +164,8 @@ def export_model(
     if int8 and calib is not None:
         started = time.perf_counter()
         report["int8"] = _quantize(fp32.path, output, calib=calib, calib_labels=calib_labels, budget=budget,
-                                   method=method, target_latency_ms=target_latency_ms, types=types)
+                                   method=method, target_latency_ms=target_latency_ms, types=types,
+                                   target=target)
         report["int8_seconds"] = round(time.perf_counter() - started, 3)
     from edge.inference.card import card_summary, read_card
 
@@ -188,6 +201,9 @@ def _print_summary(report: dict[str, Any]) -> None:
             drop = (f": drop {summary['drop']:g} {budget.get('metric', '')} points "
                     f"(budget {budget.get('max_drop', '-')}){over}")
         typer.echo(f"int8: {report['output']} ({size / 1e6:.2f} MB) in {report['int8_seconds']:.1f} s{drop}")
+        if "measured_on" in summary:
+            typer.echo(f"  target {summary['target']}: {summary['types']} ({summary['types_reason']}); accuracy "
+                       f"measured on {summary['measured_on']}")
         from export.cmd_quantize import print_latency_advice
 
         print_latency_advice(report["int8"].get("latency"))
@@ -230,6 +246,7 @@ def detector(
     method: MethodOpt = "minmax",
     target_latency: TargetLatencyOpt = None,
     types: TypesOpt = "auto",
+    target: TargetOpt = "host",
     check_images: CheckImagesOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -242,7 +259,7 @@ def detector(
     _run("detect", source, output, as_json, imgsz=imgsz, preset=preset, labels=labels, int8=int8,
          calib=calib, calib_labels=gt_labels_option(gt_labels, calib_labels, "--calib-labels"), budget=budget,
          method=method, check_images=check_images,
-         target_latency_ms=target_latency, types=types, cache_dir=cache_dir)
+         target_latency_ms=target_latency, types=types, target=target, cache_dir=cache_dir)
 
 
 def classifier(
@@ -267,6 +284,7 @@ def classifier(
     method: MethodOpt = "minmax",
     target_latency: TargetLatencyOpt = None,
     types: TypesOpt = "auto",
+    target: TargetOpt = "host",
     check_images: CheckImagesOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -280,4 +298,4 @@ def classifier(
          mean=_triple(mean, "--mean"), std=_triple(std, "--std"), preset=preset, int8=int8, calib=calib,
          calib_labels=gt_labels_option(gt_labels, calib_labels, "--calib-labels"), budget=budget, method=method,
          check_images=check_images,
-         target_latency_ms=target_latency, types=types, cache_dir=cache_dir)
+         target_latency_ms=target_latency, types=types, target=target, cache_dir=cache_dir)

@@ -60,8 +60,13 @@ def quantize(
              "percent (default 10.0).")] = None,
     method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or entropy.")] = "minmax",
     types: Annotated[str, typer.Option(
-        help="Activation x weight integers: auto (u8s8, or u8u8 on an x86 CPU without VNNI), u8s8 (fast on "
-             "ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI, where u8s8 can saturate), s8s8.")] = "auto",
+        help="Activation x weight integers: auto (u8s8; u8u8 for --target host on an x86 CPU without VNNI), u8s8 "
+             "(fast on ARM64 and x86 with VNNI), u8u8 (exact on x86 without VNNI, where u8s8 can saturate), "
+             "s8s8.")] = "auto",
+    target: Annotated[str, typer.Option(
+        help="The device the INT8 file is for: host (this machine), pi4, pi5, zero2w (64-bit OS) or arm64. An ARM "
+             "target gets u8s8 integers (exact and fastest there) even on an x86 without VNNI; the report says "
+             "what the accuracy measured here means for the device.")] = "host",
     per_tensor: Annotated[bool, typer.Option(
         "--per-tensor", help="One weight scale per tensor instead of per output channel.")] = False,
     class_map: Annotated[Optional[str], typer.Option(
@@ -81,7 +86,7 @@ def quantize(
     is still written), 2 on a usage or model error.
     """
     try:
-        from export.quantize import METHODS, TYPES, quantize_model
+        from export.quantize import METHODS, TARGETS, TYPES, quantize_model
     except WildedgeError as err:  # MissingExtraError: the export extra is not installed
         raise _fail(str(err)) from err
     labels = gt_labels_option(gt_labels, labels, "--labels")
@@ -89,11 +94,13 @@ def quantize(
         raise _fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if types not in TYPES:
         raise _fail(f"--types must be one of {', '.join(TYPES)}, got {types!r}")
+    if target not in TARGETS:
+        raise _fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     try:
         report = quantize_model(
             model, output, calib_dir=calib, labels=labels, val_dir=val, budget=budget, method=method,
             per_channel=not per_tensor, class_map=class_map, search=search, max_search_s=max_search,
-            threads=threads, target_latency_ms=target_latency, types=types,
+            threads=threads, target_latency_ms=target_latency, types=types, target=target,
         )
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err
@@ -111,6 +118,9 @@ def quantize(
                    f"{_kb(summary['size_bytes']['int8'])})")
         typer.echo(f"  calibration: {summary['calibration_images']} photos, {summary['method']}, weights "
                    f"{summary['weights']}, activations {summary['activations']} ({times['calibration']:.1f} s)")
+        typer.echo(f"  target {summary['target']}, {summary['target_device']}: {summary['types']} "
+                   f"({summary['types_reason']})")
+        typer.echo(f"  accuracy measured on {summary['measured_on']}")
         metric = {"map50": "mAP@0.5 x100", "agreement": "agreement %", "top1": "top-1 agreement %"}[final["metric"]]
         typer.echo(f"  {metric} on {summary['held_out_images']} held-out photos: FP32 {final['fp32']:.2f}, "
                    f"plain INT8 {plain['int8']:.2f} (drop {plain['drop']:.2f}), final INT8 {final['int8']:.2f} "
@@ -139,6 +149,9 @@ def verify(
     class_map: Annotated[Optional[str], typer.Option(
         help="Rename label classes to the model's: 'voc2coco' or a JSON file {\"from\": \"to\"}.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for both models.")] = None,
+    target: Annotated[str, typer.Option(
+        help="The device the INT8 file is for: host (this machine), pi4, pi5, zero2w (64-bit OS) or arm64; the "
+             "report says what the accuracy measured here means for it.")] = "host",
     runs: Annotated[int, typer.Option(help="session.run calls per model for the latency median.")] = 50,
     bootstrap: Annotated[int, typer.Option(
         help="With --gt-labels: resamples for a 90 % interval of the mAP@0.5 drop (0: none; ~0.5 s each).")] = 0,
@@ -150,9 +163,12 @@ def verify(
     """Compare INT8 with FP32: mAP, recall, agreement, latency and size; writes INT8.verify.json."""
     labels = gt_labels_option(gt_labels, labels, "--labels")
     try:
+        from export.quantize import TARGETS, measured_on
         from export.verify import verify as run_verify
     except WildedgeError as err:
         raise _fail(str(err)) from err
+    if target not in TARGETS:
+        raise _fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     try:
         report = run_verify(fp32, int8, images, labels=labels, class_map=class_map, threads=threads, runs=runs,
                             bootstrap=bootstrap)
@@ -165,13 +181,15 @@ def verify(
         raise _fail(str(err)) from err
     data = report.to_dict()
     data["latency_advice"] = advice.to_dict()
+    types = (read_card(int8).quantization or {}).get("types")  # None: not quantized by wildedge
+    data.update(target=target, target_device=TARGETS[target], measured_on=measured_on(types, target))
     report_path = int8.with_name(int8.name + ".verify.json")
     data["report"] = str(report_path)
     _write_report(report_path, data)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    typer.echo(f"{report.images} photos, {report.threads} threads")
+    typer.echo(f"{report.images} photos, {report.threads} threads; measured on {data['measured_on']}")
     rows = [("", "FP32", "INT8")]
     if report.fp32.accuracy is not None and report.int8.accuracy is not None:
         a, b = report.fp32.accuracy, report.int8.accuracy

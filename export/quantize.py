@@ -10,10 +10,13 @@ Why uint8 weights and not the usual int8: on an x86 CPU without VNNI (AVX2 only,
 workstations and the machine this was measured on), onnxruntime's u8 x s8 kernels multiply with
 ``vpmaddubsw``, which saturates 16-bit sums; the integer model then departs from its own QDQ
 graph (FastestDet: output SQNR 13.4 dB as QDQ, 1.5 dB in the integer kernels; mAP@0.5 24 instead
-of 66). u8 x u8 kernels do not saturate, so the file measured on the workstation computes what it
-computes on the device (ARM64 MLAS implements both pairs exactly). ``reduce_range`` (7-bit s8
-weights) also avoids the saturation but measured lower mAP on all three bundled detectors.
-The price is speed on x86: u8 x u8 runs 10-50 % slower there than u8 x s8 (docs/quantization.md).
+of 66). u8 x u8 kernels do not saturate (ARM64 MLAS computes both pairs exactly), so with
+``--target host`` such a workstation picks u8 x u8. ``reduce_range`` (7-bit s8 weights) also
+avoids the saturation but measured lower mAP on all three bundled detectors. The price is speed:
+u8 x u8 runs 10-50 % slower than u8 x s8 (docs/quantization.md). An ARM target (``--target pi4``
+...) gets u8 x s8 whatever the workstation, and the report says what the workstation's measurement
+means for it: even with exact integer products, onnxruntime's x86 and ARM kernels round some
+results differently, so the device's accuracy is close to the workstation's, not equal (issue 14).
 """
 
 from __future__ import annotations
@@ -50,29 +53,78 @@ TYPES = ("auto", "u8s8", "u8u8", "s8s8")
 _TYPE_NAMES = {"u8": "uint8", "s8": "int8"}
 
 
-def resolve_types(name: str, *, cpuinfo: str | None = None, arch: str | None = None) -> tuple[str, str]:
-    """The concrete integer types for ``name`` ("auto" or one of TYPES) and why."""
-    if name not in TYPES:
-        raise ValueError(f"integer types must be one of {', '.join(TYPES)}, got {name!r}")
-    if name != "auto":
-        return name, "chosen"
+# What the INT8 file is built for (--target). "host" is the machine running the export; the others
+# are arm64 devices (a 64-bit OS), where onnxruntime's u8s8 kernels compute exactly and fastest.
+TARGETS: dict[str, str] = {
+    "host": "this machine",
+    "pi4": "Raspberry Pi 4 (Cortex-A72, arm64)",
+    "pi5": "Raspberry Pi 5 (Cortex-A76, arm64)",
+    "zero2w": "Raspberry Pi Zero 2 W (Cortex-A53, 64-bit OS)",
+    "arm64": "an arm64 device",
+}
+_X86 = ("x86_64", "amd64", "i686", "x86")
+
+
+def host_cpu(*, cpuinfo: str | None = None, arch: str | None = None) -> tuple[str, bool]:
+    """(architecture, has VNNI) of this machine; ``cpuinfo`` and ``arch`` stand in for it in tests."""
     arch = (arch or platform.machine()).lower()
-    if arch not in ("x86_64", "amd64", "i686", "x86"):
-        return "u8s8", f"{arch}: u8s8 kernels are exact and fastest"
+    if arch not in _X86:
+        return arch, False
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
             cpuinfo = ""
-    flags = set()
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())
             break
-    if flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}:
+    return arch, bool(flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"})
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+
+
+def resolve_types(name: str, *, target: str = "host", cpuinfo: str | None = None,
+                  arch: str | None = None) -> tuple[str, str]:
+    """The concrete integer types for ``name`` ("auto" or one of TYPES) on ``target``, and why."""
+    if name not in TYPES:
+        raise ValueError(f"integer types must be one of {', '.join(TYPES)}, got {name!r}")
+    _check_target(target)
+    if name != "auto":
+        return name, "chosen"
+    if target != "host":
+        return "u8s8", f"for {target}: arm64 runs u8s8 exactly and fastest"
+    arch, vnni = host_cpu(cpuinfo=cpuinfo, arch=arch)
+    if arch not in _X86:
+        return "u8s8", f"{arch}: u8s8 kernels are exact and fastest"
+    if vnni:
         return "u8s8", "x86 with VNNI: u8s8 kernels are exact and fastest"
     return "u8u8", ("x86 without VNNI: u8s8 kernels can saturate here, u8u8 is exact (for an ARM device, "
-                    "--types u8s8 is faster there; its accuracy measured on this machine reads low)")
+                    "--target pi4|pi5|zero2w|arm64 picks u8s8, faster there)")
+
+
+def measured_on(types: str | None, target: str, *, cpuinfo: str | None = None, arch: str | None = None) -> str:
+    """What an accuracy measured on this machine says about ``target`` for a file of ``types``."""
+    _check_target(target)
+    arch, vnni = host_cpu(cpuinfo=cpuinfo, arch=arch)
+    if target == "host":
+        return f"this {arch} machine, the target itself"
+    if arch in ("aarch64", "arm64"):
+        return f"this arm64 machine, with the same onnxruntime kernels as the {target}"
+    if arch not in _X86:
+        return f"this {arch} machine, not the {target}: verify on the device"
+    if not vnni and types != "u8u8":
+        # VPMADDUBSW adds pairs of u8 x s8 products in saturating 16-bit lanes; arm64 does not.
+        return ("this x86 host without VNNI, whose u8s8 kernels saturate 16-bit sums where arm64 computes "
+                f"exactly: the INT8 accuracy reads low here, a pessimistic estimate for the {target} rather than "
+                "a measurement of it (and a search may keep more layers in float than the device needs)")
+    return (f"this x86 host{' with VNNI' if vnni else ''}: its integer products are exact, as on the {target}, "
+            "but its INT8 kernels round some results differently from arm64's (docs/quantization.md): close "
+            "to the device, not measured on it")
 
 
 def _types(name: str) -> tuple[Any, Any]:
@@ -208,6 +260,7 @@ def quantize_model(
     target_latency_ms: float | None = None,
     latency_runs: int = 20,
     types: str = "auto",
+    target: str = "host",
 ) -> dict:
     """Quantize a stamped float model to INT8 within an accuracy budget; returns the report dict.
 
@@ -234,8 +287,10 @@ def quantize_model(
         target_latency_ms: model-only latency the deployment needs; the report then says which
             model (or input size) meets it on this machine.
         latency_runs: timed runs per model for the latency comparison (0 skips it).
-        types: activation x weight integer types: auto (default: u8s8, or u8u8 on x86 without VNNI),
-            u8s8, u8u8 or s8s8.
+        types: activation x weight integer types: auto (default: u8s8, or u8u8 on x86 without VNNI
+            when ``target`` is "host"), u8s8, u8u8 or s8s8.
+        target: the device the file is for (see TARGETS): picks "auto" types, and the report says
+            what the accuracy measured on this machine means for it.
 
     Raises:
         ExportError: bad inputs (too few photos, no card), or a stage failed.
@@ -252,8 +307,9 @@ def quantize_model(
     from export.sensitivity import search as run_search
 
     _method(method)
-    types, types_reason = resolve_types(types)
-    logger.info("integer types %s (%s)", types, types_reason)
+    types, types_reason = resolve_types(types, target=target)
+    measured = measured_on(types, target)
+    logger.info("target %s: integer types %s (%s); accuracy measured on %s", target, types, types_reason, measured)
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if target_latency_ms is not None and target_latency_ms <= 0:
@@ -333,8 +389,11 @@ def quantize_model(
                            "" if search else " (search disabled)")
         summary = {
             "format": "QDQ",
+            "target": target,
+            "target_device": TARGETS[target],
             "types": types,
             "types_reason": types_reason,
+            "measured_on": measured,
             "weights": f"{_TYPE_NAMES[types[2:]]} symmetric {'per channel' if per_channel else 'per tensor'}",
             "activations": f"{_TYPE_NAMES[types[:2]]} {'symmetric' if types == 's8s8' else 'asymmetric'} per tensor",
             "method": method,

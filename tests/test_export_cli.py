@@ -200,10 +200,10 @@ def test_int8_over_budget_exits_1_and_passes_the_options_on(tmp_path, class_labe
     result = _invoke("export", "classifier", weights, "--arch", "mobilenet_v3_small",
                      "--labels", class_labels, "-o", out, "--int8", "--calib", photos,
                      "--gt-labels", coco, "--budget", "1", "--method", "entropy", "--types", "u8u8",
-                     "--target-latency", "25")
+                     "--target-latency", "25", "--target", "pi4")
     assert result.exit_code == 1, result.output
     assert "drop 3.5 agreement points (budget 1.0), OVER BUDGET" in result.stdout
     assert result.stderr.startswith("error: the INT8 model is outside the accuracy budget")
     assert seen == {"src": tmp_path / "m.fp32.onnx", "calib_dir": photos, "labels": coco, "budget": 1.0,
-                    "method": "entropy", "types": "u8u8", "target_latency_ms": 25.0}
+                    "method": "entropy", "types": "u8u8", "target_latency_ms": 25.0, "target": "pi4"}
     assert json.loads((tmp_path / "m.onnx.report.json").read_text())["int8"]["quantization"]["drop"] == 3.5

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from edge.imaging import read_image
 from edge.inference.card import Preprocess

@@ -409,3 +409,97 @@ def test_cli_quantize_reports_errors_in_one_line(stamped, assets, tmp_path, monk
                                  "--calib", str(few)])
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: onnx is not installed: pip install 'wildedge[export]'"
+
+
+# -- --target: integer types for the device, and what the host's measurement means for it --------------
+NO_VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n"
+VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize("target", ["pi4", "pi5", "zero2w", "arm64"])
+@pytest.mark.parametrize(("arch", "cpuinfo"), [("x86_64", NO_VNNI), ("x86_64", VNNI), ("aarch64", "")])
+def test_an_arm_target_gets_u8s8_whatever_the_host(target, arch, cpuinfo):
+    from export.quantize import resolve_types
+
+    types, reason = resolve_types("auto", target=target, cpuinfo=cpuinfo, arch=arch)
+    assert types == "u8s8" and target in reason
+    assert resolve_types("u8u8", target=target, cpuinfo=cpuinfo, arch=arch) == ("u8u8", "chosen")
+
+
+def test_host_target_keeps_the_host_choice_and_bad_targets_are_refused():
+    from export.quantize import resolve_types
+
+    assert resolve_types("auto", target="host", cpuinfo=NO_VNNI, arch="x86_64")[0] == "u8u8"
+    assert resolve_types("auto", target="host", cpuinfo=VNNI, arch="x86_64")[0] == "u8s8"
+    with pytest.raises(ValueError, match="target must be one of host, pi4, pi5, zero2w, arm64"):
+        resolve_types("auto", target="pi3")
+
+
+def test_the_report_says_what_the_host_measurement_means_for_the_target():
+    from export.quantize import measured_on
+
+    saturating = measured_on("u8s8", "pi4", cpuinfo=NO_VNNI, arch="x86_64")
+    assert "without VNNI" in saturating and "saturate" in saturating and "reads low" in saturating
+    assert "for the pi4" in saturating
+    exact_x86 = measured_on("u8s8", "pi4", cpuinfo=VNNI, arch="x86_64")
+    assert "with VNNI" in exact_x86 and "exact" in exact_x86 and "not measured on it" in exact_x86
+    assert "saturate" not in measured_on("u8u8", "pi4", cpuinfo=NO_VNNI, arch="x86_64")
+    assert "same onnxruntime kernels" in measured_on("u8s8", "pi5", arch="aarch64")
+    assert "the target itself" in measured_on("u8u8", "host", cpuinfo=NO_VNNI, arch="x86_64")
+
+
+@pytest.mark.parametrize("command", [["quantize"], ["verify"], ["detector"], ["classifier"]])
+def test_cli_help_lists_the_targets(command):
+    from export.quantize import TARGETS
+
+    result = CliRunner().invoke(app, ["export", *command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "--target" in text
+    assert "host (this machine), pi4, pi5, zero2w (64-bit OS) or arm64" in text
+    assert list(TARGETS) == ["host", "pi4", "pi5", "zero2w", "arm64"]
+
+
+@pytest.mark.slow
+def test_cli_quantize_for_pi4_on_an_x86_without_vnni_is_u8s8_and_says_so(stamped, assets, tmp_path, monkeypatch):
+    import export.quantize
+
+    # This machine may have VNNI: the probe stands in for a workstation without it.
+    monkeypatch.setattr(export.quantize, "host_cpu", lambda **_: ("x86_64", False))
+    out = tmp_path / "fd.pi4.onnx"
+    result = CliRunner().invoke(app, [
+        "export", "quantize", str(stamped["fastestdet"]), "-o", str(out), "--calib", str(assets / VOC / "images"),
+        "--gt-labels", str(assets / COCO_JSON), "--class-map", "voc2coco", "--no-search", "--budget", "50",
+        "--target", "pi4"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "target pi4, Raspberry Pi 4 (Cortex-A72, arm64): u8s8" in result.stdout
+    assert "accuracy measured on this x86 host without VNNI, whose u8s8 kernels saturate" in result.stdout
+    summary = json.loads((tmp_path / "fd.pi4.onnx.report.json").read_text())["quantization"]
+    assert (summary["target"], summary["types"]) == ("pi4", "u8s8")
+    assert "reads low" in summary["measured_on"]
+    assert read_card(out).quantization["target"] == "pi4"  # the file says what it was built for
+    model = onnx.load(str(out))
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    conv_weights = [weights[n.input[0]] for n in model.graph.node
+                    if n.op_type == "DequantizeLinear" and weights.get(n.input[0]) in (TensorProto.INT8,
+                                                                                       TensorProto.UINT8)]
+    assert TensorProto.INT8 in conv_weights  # s8 weights: u8s8, not u8u8
+
+    few = _photos(assets, 4, tmp_path / "few")
+    checked = CliRunner().invoke(app, ["export", "verify", str(stamped["fastestdet"]), str(out), "--images", str(few),
+                                       "--runs", "2", "--target", "pi4", "--json"])
+    assert checked.exit_code == 0, checked.output
+    data = json.loads(checked.stdout)
+    assert data["target"] == "pi4" and "saturate" in data["measured_on"]
+    bad = CliRunner().invoke(app, ["export", "verify", str(stamped["fastestdet"]), str(out), "--images", str(few),
+                                   "--target", "pi3"])
+    assert bad.exit_code == 2 and "--target must be one of host, pi4, pi5, zero2w, arm64" in bad.stderr
+
+
+def test_export_refuses_a_target_without_int8_or_an_unknown_one(tmp_path):
+    from export.cmd_export import export_model
+
+    with pytest.raises(ValueError, match="--target is an INT8 option: add --int8"):
+        export_model("detect", "model.onnx", tmp_path / "o.onnx", target="pi4")
+    with pytest.raises(ValueError, match="--target must be one of host, pi4, pi5, zero2w, arm64"):
+        export_model("detect", "model.onnx", tmp_path / "o.onnx", int8=True, calib=tmp_path, target="pi3")
