@@ -244,7 +244,7 @@ def test_yolo_and_coco_ground_truth_agree(assets: Path) -> None:
 @pytest.mark.assets
 @pytest.mark.slow
 def test_yolox_nano_accuracy_on_voc(assets: Path, stamped: dict[str, Path]) -> None:
-    """Measured: mAP@0.5 0.720, mAP@0.5:0.95 0.517, recall@0.3 0.690 (120/174); floors 0.1 below."""
+    """Measured: mAP@0.5 0.723, mAP@0.5:0.95 0.521, recall@0.3 0.690 (120/174); floors 0.1 below."""
     voc = assets / VOC
     gt = load_coco_gt(voc / "labels_coco_json" / "instances_default.json")
     results = detect_folder(stamped["yolox"], voc / "images")
