@@ -118,3 +118,26 @@ def daemon_in_thread(config: object, photo: Path) -> Iterator[tuple[object, thre
     finally:
         daemon.stop()
         thread.join(15)
+
+
+def folder_config(path: Path, *, state: Path, photos: Path, model: Path, device: str = "", camera: str = "",
+                  detector: str = "", storage: str = "min_free = 0", extra: str = "") -> Path:
+    """Write a daemon config for device ``trap-01`` with a folder camera at ``path``; the keyword
+    arguments add TOML lines to their section (``extra``: whole sections after them)."""
+    path.write_text(f"""
+[device]
+id = "trap-01"
+state_dir = "{state}"
+{device}
+[camera]
+type = "folder"
+path = "{photos}"
+{camera}
+[detector]
+model = "{model}"
+{detector}
+[storage]
+{storage}
+{extra}
+""")
+    return path

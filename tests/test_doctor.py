@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_helpers import WILDEDGE
+from daemon_helpers import WILDEDGE, folder_config
 
 from edge.cli.doctor import check_power, check_state_dir, check_watchdog
 
@@ -25,20 +25,7 @@ def _config(tmp_path: Path, state: Path, model: Path, photo: Path) -> Path:
     photos = tmp_path / "photos"
     photos.mkdir(exist_ok=True)
     shutil.copy(photo, photos)
-    config = tmp_path / "trap.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{state}"
-[camera]
-type = "folder"
-path = "{photos}"
-[detector]
-model = "{model}"
-[storage]
-min_free = 0
-""")
-    return config
+    return folder_config(tmp_path / "trap.toml", state=state, photos=photos, model=model)
 
 
 @pytest.mark.assets

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from daemon_helpers import WILDEDGE, frame_count, wait_until
+from daemon_helpers import WILDEDGE, folder_config, frame_count, wait_until
 
 from edge.clock import FakeClock
 from edge.store import (
@@ -151,33 +151,12 @@ def test_outbox_bound_by_bytes_drops_crops_first_then_the_oldest(tmp_path):
 # -- the daemon on a small real disk -------------------------------------------------------------------
 
 def _config(tmp_path: Path, state: Path, photos: Path, model: Path, *, mode: str, extra: str = "") -> Path:
-    config = tmp_path / f"wildedge-{uuid.uuid4().hex[:6]}.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{state}"
-timezone = "UTC"
-[camera]
-type = "folder"
-path = "{photos}"
-mode = "{mode}"
-settle = "0.2s"
-poll = "0.2s"
-[detector]
-model = "{model}"
-conf = 0.05
-[privacy]
-person = "blur"  # a low-score "person" must not keep an image from being saved here
-[storage]
-save_images = "all"
-jpeg_quality = 95
-min_free = 0
-reserve = "512KB"
-[health]
-interval = "1s"
-{extra}
-""")
-    return config
+    # person = "blur": a low-score "person" must not keep an image from being saved here.
+    return folder_config(
+        tmp_path / f"wildedge-{uuid.uuid4().hex[:6]}.toml", state=state, photos=photos, model=model,
+        device='timezone = "UTC"', camera=f'mode = "{mode}"\nsettle = "0.2s"\npoll = "0.2s"', detector="conf = 0.05",
+        storage='save_images = "all"\njpeg_quality = 95\nmin_free = 0\nreserve = "512KB"',
+        extra=f'[privacy]\nperson = "blur"\n[health]\ninterval = "1s"\n{extra}')
 
 
 def _health(db: Path) -> dict:

@@ -543,25 +543,13 @@ def test_check_names_the_profile_and_warns_on_another_board(tmp_path, assets, st
     import shutil
     import subprocess
 
-    from daemon_helpers import WILDEDGE
+    from daemon_helpers import WILDEDGE, folder_config
 
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(sorted((assets / "camera_traps_lila" / "images").iterdir())[0], photos)
-    config = tmp_path / "trap.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-profile = "pi4-imx708"
-state_dir = "{tmp_path / 'state'}"
-[camera]
-type = "folder"
-path = "{photos}"
-[detector]
-model = "{stamped['fastestdet']}"
-[storage]
-min_free = 0
-""")
+    config = folder_config(tmp_path / "trap.toml", state=tmp_path / "state", photos=photos,
+                           model=stamped["fastestdet"], device='profile = "pi4-imx708"')
     done = subprocess.run([*WILDEDGE, "check", "--config", str(config)], capture_output=True, text=True, timeout=120)
     lines = [line for line in done.stdout.splitlines() if " profile " in f" {line} "]
     assert lines and lines[0].startswith("ok") and "pi4-imx708" in lines[0], done.stdout + done.stderr

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_helpers import WILDEDGE
+from daemon_helpers import WILDEDGE, folder_config
 
 from edge.config import config_from_dict
 from edge.config.preflight import preflight, resolve_classes
@@ -135,22 +135,9 @@ def test_check_and_run_refuse_a_command_key_file_alike(tmp_path: Path, assets: P
     key = tmp_path / "command-key"
     key.write_bytes(content)
     key.chmod(mode)
-    config = tmp_path / "trap.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{tmp_path / 'state'}"
-[camera]
-type = "folder"
-path = "{photos}"
-[detector]
-model = "{stamped['fastestdet']}"
-[storage]
-min_free = 0
-[mqtt]
-url = "mqtt://127.0.0.1:9"
-command_key_file = "{key}"
-""")
+    config = folder_config(tmp_path / "trap.toml", state=tmp_path / "state", photos=photos,
+                           model=stamped["fastestdet"],
+                           extra=f'[mqtt]\nurl = "mqtt://127.0.0.1:9"\ncommand_key_file = "{key}"')
     outputs = {command: _run(command, "--config", str(config), *extra)
                for command, extra in (("check", ()), ("run", ("--once",)))}
     for command, done in outputs.items():
