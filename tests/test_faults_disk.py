@@ -11,7 +11,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
