@@ -4,8 +4,8 @@ hostile messages (each a reject, the rest of the batch stored), concurrent colle
 from __future__ import annotations
 
 import json
-import sys
 import random
+import sys
 import threading
 import time
 import uuid

@@ -5,9 +5,9 @@ a running daemon stops it with one line naming the cause."""
 from __future__ import annotations
 
 import errno
-import sqlite3
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone

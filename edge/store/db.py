@@ -27,7 +27,6 @@ from typing import Any
 from edge.clock import Clock, SystemClock
 from edge.errors import StoreError
 from edge.store.images import FILE_MODE, make_private_dirs
-from edge.store.reserve import is_disk_full
 from edge.store.records import (
     DetectionRecord,
     EventRecord,
@@ -38,6 +37,7 @@ from edge.store.records import (
     from_iso,
     to_iso,
 )
+from edge.store.reserve import is_disk_full
 from edge.store.schema import (
     APPLICATION_ID,
     CREATED_COLS,
