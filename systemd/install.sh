@@ -119,6 +119,7 @@ parse_args() {
     for file in "$PASSWORD_FILE" "$KEY_FILE"; do
         [[ -z $file || -r $file ]] || die "cannot read $file"
     done
+    check_answers  # the values given; those asked for later are checked again
     if [[ -n $BROKER && ! $BROKER =~ ^mqtts?://[^/@]+$ ]]; then
         die "--broker: mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not '$BROKER' (credentials go in --username and --password-file)"
     fi
@@ -338,12 +339,12 @@ device_config() {
     record "data $conf"
 }
 
-check_answers() {
-    [[ $DEVICE_ID =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] \
+check_answers() {  # the device values given so far (an empty one is asked for or defaulted later)
+    [[ -z $DEVICE_ID || $DEVICE_ID =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] \
         || die "--device-id: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, not '$DEVICE_ID'"
-    [[ $CAMERA =~ ^(picamera2|opencv(:.+)?|folder:/.*)$ ]] \
+    [[ -z $CAMERA || $CAMERA =~ ^(picamera2|opencv(:.+)?|folder:/.*)$ ]] \
         || die "--camera: picamera2, opencv[:SOURCE] or folder:/ABSOLUTE/PATH, not '$CAMERA'"
-    [[ $TRIGGER =~ ^(motion|timelapse:[0-9].*)$ ]] \
+    [[ -z $TRIGGER || $TRIGGER =~ ^(motion|timelapse:[0-9].*)$ ]] \
         || die "--trigger: motion or timelapse:INTERVAL (e.g. timelapse:10m), not '$TRIGGER'"
 }
 
