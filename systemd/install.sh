@@ -53,7 +53,8 @@ terminal when missing, else defaults are used:
                         model name (pulled there; default yolox-nano)
   --broker URL          mqtt://HOST[:PORT] or mqtts://...; leave out to keep results on the card
   --username NAME       broker user name
-  --password-file FILE  the broker password (stored as /etc/credstore/wildedge.mqtt-password)
+  --password-file FILE  the broker password (stored as /etc/credstore/wildedge.mqtt-password;
+                        asked for on a terminal when --username is given without it)
   --command-key-file F  the command signing key (stored as /etc/credstore/wildedge.command-key)
   --db URL              with --server: the collector database (default SQLite in
                         /var/lib/wildedge-collector)
@@ -363,7 +364,9 @@ install_model() {  # sets MODEL_PATH, the model's path on the device
         MODEL_PATH=$models/$MODEL.onnx
         if [[ ! -f $(target "$MODEL_PATH") ]]; then
             log "pulling the published model $MODEL into $models"
-            "$(target "$VENV")/bin/python" -m edge.cli model pull "$MODEL" --cache-dir "$(target "$STATE_DIR")" \
+            # The script through its interpreter: under --root its #! names the device's path.
+            "$(target "$VENV")/bin/python" "$(target "$VENV")/bin/wildedge" model pull "$MODEL" \
+                --cache-dir "$(target "$STATE_DIR")" \
                 >/dev/null || die "cannot pull $MODEL; offline, fetch the file elsewhere and give it with --model FILE.onnx"
             chown -R "$(account_id passwd "$SERVICE_USER"):$(account_id group "$SERVICE_USER")" "$(target "$STATE_DIR")"
             changed "pulled $MODEL"
@@ -395,10 +398,16 @@ server_config() {
 }
 
 install_secrets() {
-    if [[ -z $PASSWORD_FILE && -z $KEY_FILE ]]; then return; fi
+    local password=""
+    if [[ -z $PASSWORD_FILE && -n $USERNAME && -t 0 && -t 1 && ! -e $(target "$CREDSTORE/wildedge.mqtt-password") ]]; then
+        read -r -s -p "Broker password for $USERNAME (empty: none): " password
+        printf '\n'
+    fi
+    if [[ -z $PASSWORD_FILE && -z $KEY_FILE && -z $password ]]; then return; fi
     # systemd reads them (as root) and hands the service a private copy: $CREDENTIALS_DIRECTORY.
     ensure_dir "$CREDSTORE" 0700
     if [[ -n $PASSWORD_FILE ]]; then put_file "$PASSWORD_FILE" "$CREDSTORE/wildedge.mqtt-password" 0600; fi
+    if [[ -n $password ]]; then put_text "$password" "$CREDSTORE/wildedge.mqtt-password" 0600; fi
     if [[ -n $KEY_FILE ]]; then put_file "$KEY_FILE" "$CREDSTORE/wildedge.command-key" 0600; fi
 }
 
@@ -472,8 +481,8 @@ install_all() {
     install_account
     install_venv
     put_link "$VENV/bin/wildedge" /usr/local/bin/wildedge
-    install_secrets
     if [[ $SERVER -eq 1 ]]; then server_config; else device_config; fi
+    install_secrets
     install_units
     write_manifest
     start_units

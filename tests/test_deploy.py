@@ -351,6 +351,25 @@ def test_starter_config_passes_the_config_schema(tmp_path: Path, model: Path, ca
 
 
 @needs_root
+def test_on_a_terminal_the_installer_asks_for_what_the_flags_leave_out(tmp_path: Path, model: Path) -> None:
+    script = shutil.which("script")
+    if script is None:
+        pytest.skip("util-linux's script(1) is absent: no terminal to answer the questions on")
+    root = _seed_root(tmp_path / "root")
+    command = (f"bash {INSTALL} --root {root} --no-venv --broker mqtt://srv:1883 --username trap-09")
+    answers = f"trap-09\n\ntimelapse:5m\n{model}\nhunter2\n"  # id, camera (default), trigger, model, password
+    result = subprocess.run([script, "-qec", command, "/dev/null"], input=answers, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:]
+    # (The answers are typed ahead, so the terminal echoes them all before `read -s` turns echo off.)
+    assert "Device id" in result.stdout and "Broker password for trap-09" in result.stdout
+    cfg = load_config(root / "etc/wildedge/wildedge.toml")
+    assert (cfg.device.id, cfg.camera.type, cfg.trigger.type) == ("trap-09", "picamera2", "timelapse")
+    assert cfg.trigger.interval.total_seconds() == 300
+    assert (root / "etc/credstore/wildedge.mqtt-password").read_text() == "hunter2\n"
+
+
+@needs_root
 @pytest.mark.parametrize("args, message", [
     (("--broker", "http://x"), "--broker: mqtt://HOST[:PORT]"),
     (("--broker", "mqtt://user:pw@x"), "credentials go in --username"),
@@ -514,5 +533,6 @@ def test_full_install_from_the_checkout_gives_a_working_wildedge(tmp_path: Path,
     _install(root, "--checkout", str(src), "--device-id", "trap-01", "--model", str(model))
     print(f"full install: {time.monotonic() - started:.0f} s")
     python = root / VENV.lstrip("/") / "bin/python"
-    result = subprocess.run([str(python), "-m", "edge.cli", "--help"], capture_output=True, text=True, cwd="/")
+    script = root / VENV.lstrip("/") / "bin/wildedge"
+    result = subprocess.run([str(python), str(script), "--help"], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0 and "run" in result.stdout, result.stderr
