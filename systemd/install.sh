@@ -47,6 +47,8 @@ The package (default: the checkout this script is in):
 The starter config (first install only; an existing file is never rewritten). Asked for on a
 terminal when missing, else defaults are used:
   --device-id ID        this trap's name (default: the host name)
+  --profile NAME        a device profile, e.g. pi4-imx708 (firmware_configs/profiles/): camera size,
+                        threads and the recommended model for the board and camera
   --camera KIND         picamera2 (default), opencv[:SOURCE] (USB camera 0 or a URL) or folder:PATH
   --trigger KIND        motion (default) or timelapse:INTERVAL (e.g. timelapse:10m)
   --model M             a stamped .onnx file (copied to /var/lib/wildedge/models/) or a published
@@ -70,7 +72,7 @@ ROOT=""
 SERVER=0 WEB=0 MODE=daemon ENABLE=1 START=1 UNINSTALL=0 KEEP_DATA=0 NO_VENV=0
 SOURCE_KIND="" SOURCE="" VERSION="" PYTHON=/usr/bin/python3 PIP_ARGS=""
 MODEL_PATH="" UNITS_CHANGED=0
-DEVICE_ID="" CAMERA="" TRIGGER="" MODEL="" BROKER="" USERNAME="" PASSWORD_FILE="" KEY_FILE="" DB=""
+PROFILE="" DEVICE_ID="" CAMERA="" TRIGGER="" MODEL="" BROKER="" USERNAME="" PASSWORD_FILE="" KEY_FILE="" DB=""
 CHANGES=0
 MANIFEST_LINES=()
 
@@ -97,6 +99,7 @@ parse_args() {
             --pip-args) need_value "$@"; PIP_ARGS=$2; shift ;;
             --no-venv) NO_VENV=1 ;;
             --device-id) need_value "$@"; DEVICE_ID=$2; shift ;;
+            --profile) need_value "$@"; PROFILE=$2; shift ;;
             --camera) need_value "$@"; CAMERA=$2; shift ;;
             --trigger) need_value "$@"; TRIGGER=$2; shift ;;
             --model) need_value "$@"; MODEL=$2; shift ;;
@@ -121,6 +124,7 @@ parse_args() {
         [[ -z $file || -r $file ]] || die "cannot read $file"
     done
     check_answers  # the values given; those asked for later are checked again
+    check_profile
     if [[ -n $BROKER && ! $BROKER =~ ^mqtts?://[^/@]+$ ]]; then
         die "--broker: mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not '$BROKER' (credentials go in --username and --password-file)"
     fi
@@ -293,7 +297,7 @@ device_config() {
     local conf=$CONF_DIR/wildedge.toml
     ensure_dir "$CONF_DIR" 0755
     if [[ -e $(target "$conf") ]]; then
-        if [[ -n $DEVICE_ID$CAMERA$TRIGGER$MODEL$BROKER$USERNAME ]]; then
+        if [[ -n $DEVICE_ID$PROFILE$CAMERA$TRIGGER$MODEL$BROKER$USERNAME ]]; then
             log "$conf exists and is left as it is: edit it (every key: docs/config.md) or remove it to start over"
         fi
         record "data $conf"
@@ -304,7 +308,9 @@ device_config() {
     ask DEVICE_ID "Device id (letters, digits, - _ .)" "${host:-trap-01}"
     ask CAMERA "Camera: picamera2, opencv[:SOURCE] or folder:PATH" picamera2
     ask TRIGGER "Trigger: motion or timelapse:INTERVAL" motion
-    ask MODEL "Detector: a stamped .onnx file or a published model name" yolox-nano
+    local recommended
+    recommended=$(profile_model)
+    ask MODEL "Detector: a stamped .onnx file or a published model name" "${recommended:-yolox-nano}"
     if [[ -z $BROKER && -t 0 && -t 1 ]]; then
         read -r -p "Broker URL, e.g. mqtt://server:1883 (empty: keep results on the card) []: " BROKER
     fi
@@ -314,7 +320,10 @@ device_config() {
     text=$(
         printf '# Written by systemd/install.sh. Every key is described in docs/config.md; check a change with\n'
         printf '#   sudo wildedge check --config %s\n\n' "$conf"
-        printf '[device]\nid = %s\nstate_dir = "%s"\n\n' "$(toml_string "$DEVICE_ID")" "$STATE_DIR"
+        printf '[device]\nid = %s\nstate_dir = "%s"\n' "$(toml_string "$DEVICE_ID")" "$STATE_DIR"
+        if [[ -n $PROFILE ]]; then printf 'profile = %s  # camera size, threads: firmware_configs/profiles/\n' \
+            "$(toml_string "$PROFILE")"; fi
+        printf '\n'
         case $CAMERA in
             picamera2) printf '[camera]\ntype = "picamera2"\n\n' ;;
             opencv) printf '[camera]\ntype = "opencv"\nsource = 0\n\n' ;;
@@ -347,6 +356,22 @@ check_answers() {  # the device values given so far (an empty one is asked for o
         || die "--camera: picamera2, opencv[:SOURCE] or folder:/ABSOLUTE/PATH, not '$CAMERA'"
     [[ -z $TRIGGER || $TRIGGER =~ ^(motion|timelapse:[0-9].*)$ ]] \
         || die "--trigger: motion or timelapse:INTERVAL (e.g. timelapse:10m), not '$TRIGGER'"
+}
+
+check_profile() {  # against the checkout's profiles when there are any (else `wildedge check` tells)
+    [[ -n $PROFILE ]] || return 0
+    [[ $PROFILE =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "--profile: lower-case letters, digits, '-' and '_', not '$PROFILE'"
+    local dir=$SCRIPT_DIR/../firmware_configs/profiles
+    if [[ -d $dir && ! -f $dir/$PROFILE.toml ]]; then
+        local known=("$dir"/*.toml)
+        known=("${known[@]##*/}")
+        die "--profile: unknown profile '$PROFILE' (known: ${known[*]%.toml})"
+    fi
+}
+
+profile_model() {  # the profile's recommended published model, when the checkout has the profile
+    local file=$SCRIPT_DIR/../firmware_configs/profiles/$PROFILE.toml
+    if [[ -n $PROFILE && -f $file ]]; then sed -n 's/^model = "\([^"]*\)".*/\1/p' "$file" | head -n 1; fi
 }
 
 install_model() {  # sets MODEL_PATH, the model's path on the device

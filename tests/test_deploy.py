@@ -130,7 +130,8 @@ def staged(tmp_path_factory: pytest.TempPathFactory, wheel: Path, model: Path) -
     root = _seed_root(tmp_path_factory.mktemp("staged") / "root")
     fast = ("--wheel", str(wheel), "--pip-args", "--no-deps --no-index")
     _install(root, *fast, "--device-id", "trap-01", "--model", str(model), "--broker", "mqtt://server:1883")
-    _install(root, *fast, "--server", "--web")
+    # The server's units run the same venv; --no-venv skips reinstalling it with the collector extra.
+    _install(root, "--server", "--web", "--no-venv")
     return root
 
 
@@ -336,18 +337,29 @@ def test_session_mode_enables_the_timer_instead_of_the_daemon(tmp_path: Path, mo
     ("picamera2", "motion", ("picamera2", "motion")),
     ("opencv:rtsp://cam.local/stream1", "timelapse:10m", ("opencv", "timelapse")),
     ("folder:/media/card/DCIM", "motion", ("folder", None)),
+    ("picamera2 --profile pi4-imx708", "motion", ("picamera2", "motion")),
 ])
 def test_starter_config_passes_the_config_schema(tmp_path: Path, model: Path, camera: str, trigger: str,
                                                   expect: tuple) -> None:
     root = _seed_root(tmp_path / "root")
-    _install(root, "--no-venv", "--model", str(model), "--camera", camera, "--trigger", trigger, "--broker",
-             "mqtts://broker.example.org:8883", "--username", "trap")
+    _install(root, "--no-venv", "--model", str(model), "--camera", *camera.split(), "--trigger", trigger,
+             "--broker", "mqtts://broker.example.org:8883", "--username", "trap")
     cfg = load_config(root / "etc/wildedge/wildedge.toml")
+    if "--profile" in camera:  # the profile's camera size fills in what the starter config leaves out
+        assert cfg.device.profile == "pi4-imx708" and (cfg.camera.width, cfg.camera.height) == (4608, 2592)
     assert cfg.device.id == "trap-from-hostname"  # no --device-id, no terminal: the host name
     assert cfg.camera.type == expect[0]
     assert (cfg.trigger.type if cfg.trigger else None) == expect[1]
     assert str(cfg.detector.model) == "/var/lib/wildedge/models/detector.onnx"
     assert cfg.mqtt.url == "mqtts://broker.example.org:8883" and cfg.mqtt.username == "trap"
+
+
+@needs_root
+def test_a_profile_picks_its_recommended_model(tmp_path: Path) -> None:
+    root = _seed_root(tmp_path / "root")
+    result = _install(root, "--no-venv", "--profile", "pi02w-imx219", check=False)
+    # A Zero 2 W profile recommends FastestDet; pulling it needs the venv this run leaves out.
+    assert result.returncode == 2 and "--model fastestdet: pulling a published model needs the venv" in result.stderr
 
 
 @needs_root
@@ -376,6 +388,7 @@ def test_on_a_terminal_the_installer_asks_for_what_the_flags_leave_out(tmp_path:
     (("--device-id", "trap 01"), "--device-id: 1-64 letters"),
     (("--camera", "folder:relative"), "--camera: picamera2, opencv"),
     (("--mode", "sometimes"), "--mode: daemon or session"),
+    (("--profile", "pi9-imx999"), "--profile: unknown profile 'pi9-imx999' (known: pi02w-imx219"),
     (("--keep-data",), "--keep-data goes with --uninstall"),
     (("--frobnicate",), "unknown option --frobnicate"),
 ])
