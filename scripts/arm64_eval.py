@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Helper of scripts/arm64_check.sh: detections on one CPU, and host-vs-arm64 scoring.
+
+``detect`` runs on both sides (the host's checkout, and the wheel installed in the arm64 root under
+qemu): each model over the same photos through ``export.measure.detect_files`` -- the device's
+pipeline at the mAP threshold, exactly what ``wildedge export verify`` runs -- and writes every
+detection at full float precision with the machine, versions and timing. It needs only the base
+install (no torch, no pycocotools), so it runs on the device.
+
+``compare`` runs on the host: mAP through the project's evaluator (``export.evaluate.evaluate``,
+pycocotools) for both sides, and how closely the arm64 boxes follow the host's.
+
+    python scripts/arm64_eval.py detect --photos DIR [--limit N] [--threads N] --out FILE MODEL...
+    python scripts/arm64_eval.py compare --host FILE --arm64 FILE --labels JSON_OR_DIR --photos DIR \
+        [--class-map voc2coco|none|FILE] [--meta FILE] --out REPORT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MATCH_CONF = 0.3  # host detections counted for the box agreement
+MATCH_IOU = 0.9
+EXACT_IOU = 0.99  # issue 14's acceptance: same boxes at IoU > 0.99 ...
+EXACT_SCORE = 1e-3  # ... and scores within 1e-3
+
+
+def _hwcaps() -> dict[str, Any]:
+    """AT_HWCAP/AT_HWCAP2 as the process sees them (under qemu-user: the features of QEMU_CPU)."""
+    if platform.machine() != "aarch64":
+        return {}
+    import ctypes
+
+    getauxval = ctypes.CDLL(None).getauxval
+    getauxval.restype = ctypes.c_ulong
+    hwcap, hwcap2 = getauxval(16), getauxval(26)
+    return {"hwcap": hex(hwcap), "hwcap2": hex(hwcap2), "asimddp": bool(hwcap & (1 << 20)),
+            "fphp": bool(hwcap & (1 << 9)), "i8mm": bool(hwcap2 & (1 << 13))}
+
+
+def pick_photos(photos: Path, limit: int | None) -> list[Path]:
+    from export.calibration import list_images
+
+    files = list_images(photos)
+    return files[:limit] if limit else files
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.measure import MAP_CONF, detect_files, relative_names
+
+    root = Path(args.photos)
+    files = pick_photos(root, args.limit)
+    if not files:
+        print(f"arm64_eval: no photos in {root}", file=sys.stderr)
+        return 2
+    out: dict[str, Any] = {
+        "machine": platform.machine(), "qemu_cpu": os.environ.get("QEMU_CPU"), "cpu_features": _hwcaps(),
+        "python": platform.python_version(), "onnxruntime": ort.__version__, "opencv": cv2.__version__,
+        "numpy": np.__version__, "threads": args.threads, "photos": relative_names(files, root), "models": {},
+    }
+    for model in args.models:
+        started = time.perf_counter()
+        results = detect_files(model, files, root, conf=MAP_CONF, threads=args.threads)
+        seconds = time.perf_counter() - started
+        out["models"][Path(model).name] = {
+            "seconds": round(seconds, 3), "seconds_per_photo": round(seconds / len(files), 4),
+            "results": [{"file": r.file, "width": r.width, "height": r.height, "failure": r.failure,
+                         "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label]
+                                        for d in r.detections]} for r in results],
+        }
+        print(f"{platform.machine()}: {Path(model).name}: {len(files)} photos in {seconds:.1f} s "
+              f"({seconds / len(files):.2f} s/photo)", file=sys.stderr)
+    Path(args.out).write_text(json.dumps(out))
+    return 0
+
+
+def _file_results(entries: list[dict[str, Any]]) -> list[Any]:
+    from edge.batch.results import FileResult
+    from edge.inference.detector import Detection
+
+    return [FileResult(e["file"], e["width"], e["height"],
+                       [Detection(tuple(box), score, class_id, label) for box, score, class_id, label in e["detections"]],
+                       e["failure"]) for e in entries]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def box_agreement(host: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict[str, Any]:
+    """Host detections with score > MATCH_CONF that an arm64 detection of the same label matches.
+
+    One-to-one, host detections in score order, each taking its best-IoU unused arm64 box of the
+    same label (any arm64 score: a 0.31 on one side and 0.29 on the other is the same object).
+    ``matched`` counts IoU > 0.9; ``exact`` counts IoU > 0.99 with scores within 1e-3.
+    """
+    by_file = {e["file"]: e["detections"] for e in arm}
+    total = matched = exact = 0
+    worst_score = 0.0
+    for entry in host:
+        others = by_file.get(entry["file"], [])
+        used: set[int] = set()
+        for box, score, _, label in sorted(entry["detections"], key=lambda d: -d[1]):
+            if score <= MATCH_CONF:
+                continue
+            total += 1
+            best, best_iou = None, 0.0
+            for k, (obox, _, _, olabel) in enumerate(others):
+                if k in used or olabel != label:
+                    continue
+                iou = _iou(box, obox)
+                if iou > best_iou:
+                    best, best_iou = k, iou
+            if best is None or best_iou <= MATCH_IOU:
+                continue
+            used.add(best)
+            matched += 1
+            diff = abs(score - others[best][1])
+            worst_score = max(worst_score, diff)
+            exact += best_iou > EXACT_IOU and diff <= EXACT_SCORE
+    return {"host_detections": total, "matched": matched, "fraction": matched / total if total else None,
+            "exact": exact, "exact_fraction": exact / total if total else None,
+            "max_score_diff_matched": worst_score, "conf": MATCH_CONF, "iou": MATCH_IOU}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from export.evaluate import evaluate
+    from export.measure import load_labels, resolve_class_map, subset_gt
+
+    host, arm = (json.loads(Path(p).read_text()) for p in (args.host, args.arm64))
+    if host["photos"] != arm["photos"]:
+        print("arm64_eval: the host and arm64 runs saw different photos", file=sys.stderr)
+        return 2
+    class_map = None if args.class_map in (None, "none") else resolve_class_map(args.class_map)
+    gt = subset_gt(load_labels(args.labels, args.photos), host["photos"])
+    report: dict[str, Any] = {
+        "photos": len(host["photos"]), "labels": str(args.labels), "class_map": args.class_map,
+        "host": {k: v for k, v in host.items() if k not in ("models", "photos")},
+        "arm64": {k: v for k, v in arm.items() if k not in ("models", "photos")}, "models": {},
+    }
+    if args.meta:
+        report.update(json.loads(Path(args.meta).read_text()))
+    print(f"{len(host['photos'])} photos; arm64: onnxruntime {arm['onnxruntime']}, QEMU_CPU={arm['qemu_cpu']}")
+    print(f"{'model':<28} {'mAP@0.5 host':>12} {'arm64':>8} {'diff':>7}  {'boxes IoU>0.9':>14}  "
+          f"{'exact':>7}  {'s/photo arm64':>13}")
+    for name, side in host["models"].items():
+        other = arm["models"].get(name)
+        if other is None:
+            print(f"arm64_eval: {name} missing from the arm64 run", file=sys.stderr)
+            return 2
+        scores = {k: evaluate(_file_results(s["results"]), gt, class_map=class_map)
+                  for k, s in (("host", side), ("arm64", other))}
+        agreement = box_agreement(side["results"], other["results"])
+        a, b = 100 * scores["host"].map50, 100 * scores["arm64"].map50
+        report["models"][name] = {
+            "map50_host": round(a, 3), "map50_arm64": round(b, 3), "map50_diff": round(b - a, 3),
+            "map50_95_host": round(100 * scores["host"].map50_95, 3),
+            "map50_95_arm64": round(100 * scores["arm64"].map50_95, 3),
+            "box_agreement": agreement,
+            "seconds_per_photo_host": side["seconds_per_photo"], "seconds_per_photo_arm64": other["seconds_per_photo"],
+        }
+        frac = agreement["fraction"]
+        exact = agreement["exact_fraction"]
+        print(f"{name:<28} {a:>12.2f} {b:>8.2f} {b - a:>+7.2f}  "
+              f"{'n/a' if frac is None else f'{100 * frac:.1f} %':>14}  "
+              f"{'n/a' if exact is None else f'{100 * exact:.1f} %':>7}  {other['seconds_per_photo']:>13.2f}")
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    det = sub.add_parser("detect", help="detections of each model on the photos, as JSON")
+    det.add_argument("--photos", required=True, type=Path)
+    det.add_argument("--limit", type=int, default=None)
+    det.add_argument("--threads", type=int, default=None)
+    det.add_argument("--out", required=True, type=Path)
+    det.add_argument("models", nargs="+", type=Path)
+    cmp_ = sub.add_parser("compare", help="score host and arm64 detections (host only: needs pycocotools)")
+    cmp_.add_argument("--host", required=True, type=Path)
+    cmp_.add_argument("--arm64", required=True, type=Path)
+    cmp_.add_argument("--labels", required=True, type=Path)
+    cmp_.add_argument("--photos", required=True, type=Path)
+    cmp_.add_argument("--class-map", default="voc2coco")
+    cmp_.add_argument("--meta", type=Path, help="JSON object merged into the report (checkout, timings)")
+    cmp_.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    return cmd_detect(args) if args.command == "detect" else cmd_compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

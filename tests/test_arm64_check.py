@@ -1,0 +1,139 @@
+"""scripts/arm64_check.sh: argument handling and refusals only.
+
+The device check itself builds a Debian arm64 root and runs the models under qemu (minutes); it runs
+here only when WILDEDGE_ARM64_ROOT names a root the script already built (docs/quantization.md, "On the
+device's CPU (arm64 under qemu)").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "arm64_check.sh"
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+def run(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
+        script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, BASH, str(script), *args], capture_output=True, text=True, timeout=60,
+                          env=env if env is not None else os.environ.copy())
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, proc.stderr
+    message = proc.stderr.strip()
+    assert message.startswith("arm64_check: ") and "\n" not in message, proc.stderr
+    return message
+
+
+@pytest.fixture()
+def inputs() -> tuple[Path, Path]:
+    """A world-readable folder (the non-root test reads it as nobody) with photos, labels and a model."""
+    base = Path(tempfile.mkdtemp(prefix="arm64-check-test-"))
+    try:
+        base.chmod(0o755)
+        (base / "set" / "images").mkdir(parents=True)
+        (base / "set" / "labels_coco_json").mkdir()
+        (base / "set" / "labels_coco_json" / "instances.json").write_text("{}")
+        (base / "model.onnx").write_bytes(b"not a model")
+        for path in base.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield base / "set", base / "model.onnx"
+    finally:
+        shutil.rmtree(base)
+
+
+def test_help() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for option in ("--root", "--photos", "--labels", "--limit", "--cpu", "--out", "--no-install"):
+        assert option in proc.stdout
+    assert proc.stdout.startswith("usage: scripts/arm64_check.sh")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--bogus",), "unknown option --bogus"),
+    (("--photos", "."), "no model given"),
+    (("--root",), "--root needs a value"),
+    (("x.onnx",), "--photos DIR is required"),
+    (("--photos", "/nonexistent-dir", "x.onnx"), "not a folder"),
+])
+def test_bad_arguments(args: tuple[str, ...], expected: str) -> None:
+    assert expected in one_line_error(run(*args))
+
+
+def test_bad_values(inputs: tuple[Path, Path]) -> None:
+    photos, model = inputs
+    assert "model not found" in one_line_error(run("--photos", str(photos), str(model) + ".missing"))
+    assert "--limit must be a positive integer" in one_line_error(
+        run("--photos", str(photos), "--limit", "0", str(model)))
+    assert "--threads must be a positive integer" in one_line_error(
+        run("--photos", str(photos), "--threads", "two", str(model)))
+    assert "no labels" in one_line_error(run("--photos", str(photos / "images"), str(model)))
+    # two models with one file name would overwrite each other in the root
+    other = photos.parent / "other"
+    other.mkdir()
+    shutil.copy(model, other / model.name)
+    assert "two models named model.onnx" in one_line_error(
+        run("--photos", str(photos), str(model), str(other / model.name)))
+
+
+def test_refuses_without_root(inputs: tuple[Path, Path]) -> None:
+    photos, model = inputs
+    prefix: tuple[str, ...] = ()
+    script = SCRIPT
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv (util-linux) is absent: cannot drop privileges")
+        prefix = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+        # a copy nobody can read, wherever the checkout lives
+        scripts = photos.parent / "scripts"
+        scripts.mkdir(mode=0o755)
+        script = scripts / SCRIPT.name
+        shutil.copy(SCRIPT, script)
+        script.chmod(0o755)
+    message = one_line_error(run("--photos", str(photos), str(model), prefix=prefix, script=script))
+    assert "must run as root" in message
+
+
+def test_refuses_without_tools(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    photos, model = inputs
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = {"PATH": str(empty), "HOME": str(tmp_path)}
+    message = one_line_error(run("--no-install", "--photos", str(photos), str(model), env=env))
+    if os.geteuid() != 0:
+        assert "must run as root" in message
+        return
+    assert "missing" in message and "debootstrap" in message
+    assert "apt-get install qemu-user-static binfmt-support debootstrap" in message
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_device_check_on_existing_root(stamped: dict[str, Path], assets: Path, tmp_path: Path) -> None:
+    """FastestDet on 3 VOC photos, x86 vs arm64: with exact preprocessing the FP32 boxes agree."""
+    root = os.environ.get("WILDEDGE_ARM64_ROOT")
+    if not root or not (Path(root) / ".wildedge-arm64-root").is_file():
+        pytest.skip("set WILDEDGE_ARM64_ROOT to a root built by scripts/arm64_check.sh to run the device check")
+    if os.geteuid() != 0:
+        pytest.skip("the device check needs root (chroot)")
+    report = tmp_path / "report.json"
+    proc = subprocess.run([BASH, str(SCRIPT), "--no-install", "--root", root, "--photos",
+                           str(assets / "voc2007_labeled"), "--limit", "3", "--host-python", sys.executable,
+                           "--out", str(report), str(stamped["fastestdet"])],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(report.read_text())["models"]["fastestdet.onnx"]
+    assert model["map50_arm64"] == pytest.approx(model["map50_host"], abs=1e-9)
+    assert model["box_agreement"]["exact_fraction"] == 1.0
