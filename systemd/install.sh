@@ -229,7 +229,11 @@ source_identity() {  # what would be installed; the venv is rebuilt only when th
     printf ' python:%s extras:%s pip-args:%s\n' "$PYTHON" "$(extras)" "$PIP_ARGS"
 }
 
-extras() { if [[ $SERVER -eq 1 ]]; then printf '[collector]'; fi; }
+extras() {  # the collector's extra for --server, and kept once installed (device and server on one machine)
+    if [[ $SERVER -eq 1 ]] || grep -qF 'extras:[collector]' "$(target "$VENV/.wildedge-source")" 2>/dev/null; then
+        printf '[collector]'
+    fi
+}
 
 pip_target() {
     case $SOURCE_KIND in
@@ -410,7 +414,7 @@ server_config() {
             printf '# Read by wildedge-collector.service and wildedge-web.service (written by systemd/install.sh).\n'
             printf '# A database URL with a password makes this file a secret: keep it 0600.\n'
             printf 'COLLECTOR_BROKER=%s\n' "${BROKER:-mqtt://localhost:1883}"
-            printf 'COLLECTOR_DB=%s\n' "${DB:-sqlite:///var/lib/wildedge-collector/collector.db}"
+            printf 'COLLECTOR_DB=%s\n' "${DB:-sqlite:////var/lib/wildedge-collector/collector.db}"
             printf "# More \`wildedge collect run\` options, e.g. --username collector --share collectors\n"
             printf 'COLLECTOR_ARGS=%s\n' "${USERNAME:+--username $USERNAME}"
             printf "# \`wildedge collect serve\` options; --host 0.0.0.0 shows the page to the whole network\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -288,6 +289,8 @@ def test_server_install_is_idempotent_and_uninstalls_cleanly(tmp_path: Path) -> 
     _install(root, *args)
     env = (root / "etc/wildedge/collector.env").read_text()
     assert "COLLECTOR_BROKER=mqtt://localhost:1883" in env and "--username collector" in env
+    # Four slashes: sqlite:/// plus the absolute path (three would name var/lib/... in the working directory).
+    assert "COLLECTOR_DB=sqlite:////var/lib/wildedge-collector/collector.db" in env
     assert stat.S_IMODE((root / "etc/wildedge/collector.env").stat().st_mode) == 0o600
     for unit in ("wildedge-collector.service", "wildedge-web.service"):
         assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
@@ -403,14 +406,18 @@ def test_installer_refuses_bad_flags_with_one_line(tmp_path: Path, model: Path, 
 
 # -- under a real systemd ----------------------------------------------------------------------------
 PROBE = r"""#!/bin/bash
-# Runs inside the container, systemd being PID 1: install, start, observe, then the unit powers off.
+# Runs inside the container, systemd being PID 1: a broker, the collector, the trap; observe; uninstall.
 exec > /ct/out/probe.log 2>&1
 set -x
-/src/systemd/install.sh --wheel /ct/WHEEL --pip-args "--no-deps --no-index" --model /ct/model.onnx \
-    --camera folder:/ct/photos --device-id ct-01 --password-file /ct/pw --command-key-file /ct/key --no-start
-echo "install-rc=$?"
+FAST=(--wheel /ct/WHEEL --pip-args "--no-deps --no-index" --no-start)
+systemctl start mosquitto.service; echo "broker-rc=$?"
+/src/systemd/install.sh "${FAST[@]}" --server --web; echo "server-rc=$?"
 # The package's dependencies come from the test venv (same cp311 ABI) instead of a download.
 echo DEPS > /opt/wildedge/venv/lib/python3.11/site-packages/zz-test-deps.pth
+systemctl start wildedge-collector.service wildedge-web.service; echo "collector-rc=$?"
+/src/systemd/install.sh "${FAST[@]}" --model /ct/model.onnx --camera folder:/ct/photos --device-id ct-01 \
+    --broker mqtt://localhost:1883 --username ct-01 --password-file /ct/pw --command-key-file /ct/key
+echo "install-rc=$?"
 # A short watchdog and a quick restart, to see both within seconds. The daemon pings when its loop
 # turns after WatchdogSec/2 (3 s) and the loop of a folder camera sleeps at most poll (2 s): 5 s < 6 s.
 mkdir -p /etc/systemd/system/wildedge.service.d
@@ -421,6 +428,12 @@ systemctl show wildedge.service -p ActiveState -p SubState -p StatusText > /ct/o
 ls /run/credentials/wildedge.service/ > /ct/out/credentials.txt
 sleep 7
 systemctl show wildedge.service -p ActiveState -p NRestarts -p MainPID > /ct/out/alive.txt
+systemctl show wildedge-collector.service wildedge-web.service -p ActiveState > /ct/out/server.txt
+runuser -u wildedge -- /usr/local/bin/wildedge collect status --json \
+    --db sqlite:////var/lib/wildedge-collector/collector.db > /ct/out/status.json
+runuser -u wildedge -- /usr/local/bin/wildedge collect export -f csv -o /tmp/events.csv \
+    --db sqlite:////var/lib/wildedge-collector/collector.db && cp /tmp/events.csv /ct/out/events.csv
+python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/').status)" > /ct/out/web.txt
 pid=$(systemctl show -p MainPID --value wildedge.service)
 if [ "$pid" -gt 1 ]; then kill -STOP "$pid"; fi
 for i in $(seq 48); do
@@ -428,7 +441,8 @@ for i in $(seq 48); do
 done
 systemctl show wildedge.service -p NRestarts > /ct/out/hung.txt
 journalctl -u wildedge.service --no-pager > /ct/out/journal.txt
-/src/systemd/install.sh --wheel /ct/WHEEL --pip-args "--no-deps --no-index" --no-start > /ct/out/second.txt 2>&1
+journalctl -u wildedge-collector.service -u wildedge-web.service --no-pager > /ct/out/server-journal.txt
+/src/systemd/install.sh "${FAST[@]}" > /ct/out/second.txt 2>&1
 /src/systemd/install.sh --uninstall > /ct/out/uninstall.txt 2>&1
 systemctl list-unit-files 'wildedge*' --no-legend > /ct/out/left.txt
 ls /opt /var/lib >> /ct/out/left.txt
@@ -488,7 +502,7 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
         try:
             shutil.copy(wheel, ct / wheel.name)
             shutil.copy(stamped["fastestdet"], ct / "model.onnx")
-            for photo in sorted((assets / "camera_traps_lila/images").glob("*.jpg"))[:3]:
+            for photo in sorted((assets / "camera_traps_lila/images").glob("*.jpg")):
                 shutil.copy(photo, ct / "photos" / photo.name)
             (ct / "pw").write_text("secret\n")
             (ct / "key").write_text("0" * 64 + "\n")
@@ -511,7 +525,8 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
         pytest.skip(f"systemd did not boot in the container (exit {boot.returncode}): {boot.stderr.strip()[-300:]}")
     log = (out / "probe.log").read_text()
     assert boot.returncode == 0, boot.stderr[-1000:]
-    assert "install-rc=0" in log and "start-rc=0" in log, log[-2000:]
+    for step in ("broker", "server", "collector", "install", "start"):
+        assert f"{step}-rc=0" in log, log[-3000:]
     # Type=notify: `systemctl start` returned with the unit running, so READY=1 arrived.
     assert "ActiveState=active" in (out / "started.txt").read_text()
     assert (out / "credentials.txt").read_text().split() == [COMMAND_KEY_CREDENTIAL, CREDENTIAL_NAME]
@@ -523,6 +538,14 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     # A stopped (hung) daemon sends no pings: systemd kills and restarts it.
     assert re.search(r"NRestarts=[1-9]", (out / "hung.txt").read_text())
     assert "Watchdog timeout" in journal, journal[-2000:]
+    # The collector (and its page) ran under their units and stored the trap's events.
+    assert (out / "server.txt").read_text().split() == ["ActiveState=active", "ActiveState=active"], \
+        (out / "server-journal.txt").read_text()[-3000:]
+    assert (out / "web.txt").read_text().strip() == "200"
+    devices = json.loads((out / "status.json").read_text())
+    assert [(d["device"], d["state"]) for d in devices] == [("ct-01", "online")], devices
+    events = (out / "events.csv").read_text().splitlines()
+    assert len(events) >= 2 and "ct-01" in events[1], events[:3]  # a header and the trap's detections
     assert "nothing to change: already installed" in (out / "second.txt").read_text()
     assert "uninstalled" in (out / "uninstall.txt").read_text()
     left = [line for line in (out / "left.txt").read_text().splitlines() if "wildedge-probe" not in line]
