@@ -186,8 +186,12 @@ put_text() {  # put_text TEXT DEST MODE [OWNER:GROUP]; never in a pipeline (a su
     rm -f "$tmp"
 }
 
-put_link() {  # put_link TARGET LINK
+put_link() {  # put_link TARGET LINK; a file of someone else's at LINK is left alone
     make_dirs "$(dirname "$2")"
+    if [[ -e $(target "$2") && ! -L $(target "$2") ]]; then
+        log "$2 exists and is not ours: left as it is (run $1)"
+        return
+    fi
     if [[ $(readlink "$(target "$2")" 2>/dev/null) != "$1" ]]; then
         ln -sfn "$1" "$(target "$2")"
         changed "linked $2 -> $1"
@@ -537,6 +541,11 @@ uninstall_all() {
     if [[ ! -f $manifest ]]; then log "nothing to uninstall: no $MANIFEST in ${ROOT:-/}"; return; fi
     local lines kind path
     mapfile -t lines < "$manifest"
+    for line in "${lines[@]}"; do
+        kind=${line%% *} path=${line#* }
+        # Every path this script writes has "wildedge" in it: a damaged manifest cannot name /usr.
+        if [[ $kind == file && $path != *wildedge* ]]; then die "$MANIFEST: refusing to remove $path"; fi
+    done
     for line in "${lines[@]}"; do
         kind=${line%% *} path=${line#* }
         if [[ $kind == unit ]]; then

@@ -322,6 +322,27 @@ def test_uninstall_keep_data_keeps_results_config_secrets_and_account(tmp_path: 
 
 
 @needs_root
+def test_uninstall_touches_nothing_it_did_not_install(tmp_path: Path, model: Path) -> None:
+    root = _seed_root(tmp_path / "root")
+    mine = root / "usr/local/bin/wildedge"  # e.g. a `pip install wildedge` of the system's own
+    mine.parent.mkdir(parents=True)
+    mine.write_text("#!/bin/sh\n")
+    result = _install(root, "--no-venv", "--device-id", "trap-01", "--model", str(model))
+    assert "/usr/local/bin/wildedge exists and is not ours" in result.stdout
+    manifest = root / "opt/wildedge/install-manifest"
+    assert "file /usr/local/bin/wildedge" not in manifest.read_text()
+    # A damaged manifest naming a path that is not wildedge's is refused, not obeyed.
+    manifest.write_text(manifest.read_text() + "file /usr/lib\n")
+    refused = _install(root, "--uninstall", check=False)
+    assert refused.returncode == 2 and "refusing to remove /usr/lib" in refused.stderr
+    assert (root / "usr/lib/systemd/system").is_dir()
+    assert (root / "etc/systemd/system/multi-user.target.wants/wildedge.service").is_symlink()  # checked first
+    manifest.write_text(manifest.read_text().replace("file /usr/lib\n", ""))
+    _install(root, "--uninstall")
+    assert mine.read_text() == "#!/bin/sh\n"
+
+
+@needs_root
 def test_session_mode_enables_the_timer_instead_of_the_daemon(tmp_path: Path, model: Path) -> None:
     root = _seed_root(tmp_path / "root")
     base = ("--no-venv", "--device-id", "trap-01", "--model", str(model))
