@@ -54,6 +54,14 @@ def _tool(name: str) -> str:
     return path
 
 
+def _system_python() -> None:
+    """Skip unless the installer's default interpreter can make a venv (Debian: python3-venv)."""
+    ok = Path("/usr/bin/python3").exists() and subprocess.run(
+        ["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True).returncode == 0
+    if not ok:
+        pytest.skip("/usr/bin/python3 with venv and ensurepip is needed (apt install python3-venv)")
+
+
 def _unit(path: Path) -> configparser.ConfigParser:
     """A unit file as sections of (key -> last value); repeated keys keep the last."""
     parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
@@ -128,6 +136,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory, wheel: Path, model: Path) -
     """A root with the device and the server installed (with the venv and the package, no dependencies)."""
     if os.geteuid() != 0:
         pytest.skip("the installer needs root (accounts, chown)")
+    _system_python()
     root = _seed_root(tmp_path_factory.mktemp("staged") / "root")
     fast = ("--wheel", str(wheel), "--pip-args", "--no-deps --no-index")
     _install(root, *fast, "--device-id", "trap-01", "--model", str(model), "--broker", "mqtt://server:1883")
@@ -255,6 +264,7 @@ def test_installer_passes_shellcheck() -> None:
 @needs_root
 def test_install_twice_changes_nothing_then_uninstall_leaves_nothing(tmp_path: Path, wheel: Path,
                                                                      model: Path) -> None:
+    _system_python()
     root = _seed_root(tmp_path / "root")
     before = _snapshot(root)
     args = ("--wheel", str(wheel), "--pip-args", "--no-deps --no-index", "--device-id", "trap-01", "--model",
@@ -509,6 +519,9 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     if nspawn is None:
         pytest.skip("systemd-nspawn is absent (apt install systemd-container): the test boots its own systemd "
                     "in a container and never starts units on the host")
+    if not Path("/usr/lib/systemd/system/mosquitto.service").exists():
+        pytest.skip("mosquitto is not installed (apt install mosquitto): the trap delivers to a real broker")
+    _system_python()
     # The container's root: this machine's root read-only under a tmpfs overlay (--volatile=overlay
     # refuses "/"); all of it inside tmp_path, unmounted at the end.
     upper, merged, ct = tmp_path / "upper", tmp_path / "merged", tmp_path / "ct"
