@@ -37,7 +37,12 @@ REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
 INSTALL = SYSTEMD / "install.sh"
 VENV = "/opt/wildedge/venv"
-SERVICES = ("wildedge.service", "wildedge-session.service", "wildedge-collector.service", "wildedge-web.service")
+SERVICES = (
+    "wildedge.service",
+    "wildedge-session.service",
+    "wildedge-collector.service",
+    "wildedge-web.service",
+)
 UNITS = SERVICES + ("wildedge-session.timer",)
 #: Rewritten by every shadow-utils call (userdel's backups and lock): compared by name only.
 SHADOW_BACKUPS = {"etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-", "etc/.pwd.lock"}
@@ -56,8 +61,13 @@ def _tool(name: str) -> str:
 
 def _system_python() -> None:
     """Skip unless the installer's default interpreter can make a venv (Debian: python3-venv)."""
-    ok = Path("/usr/bin/python3").exists() and subprocess.run(
-        ["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True).returncode == 0
+    ok = (
+        Path("/usr/bin/python3").exists()
+        and subprocess.run(
+            ["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not ok:
         pytest.skip("/usr/bin/python3 with venv and ensurepip is needed (apt install python3-venv)")
 
@@ -98,17 +108,31 @@ def _snapshot(root: Path) -> dict[str, tuple]:
             what = hashlib.sha256(path.read_bytes()).hexdigest()
         else:
             what = ""
-        out[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
-                                             st.st_gid, what)
+        out[str(path.relative_to(root))] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            what,
+        )
     return out
 
 
 def _install(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    result = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
-                            env=env, stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"install.sh {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        raise AssertionError(
+            f"install.sh {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
     return result
 
 
@@ -116,11 +140,28 @@ def _install(root: Path, *args: str, check: bool = True) -> subprocess.Completed
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """wildedge's wheel, built from the committed tree (no build artefacts in the checkout)."""
     src = tmp_path_factory.mktemp("src")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(src)], check=True, capture_output=True, env={**os.environ, "PIP_NO_CACHE_DIR": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP_NO_CACHE_DIR": "1"},
+    )
     return next(dist.glob("wildedge-*.whl"))
 
 
@@ -150,7 +191,9 @@ def staged(tmp_path_factory: pytest.TempPathFactory, wheel: Path, model: Path) -
 def test_systemd_analyze_verify_passes_in_the_installed_root(staged: Path, unit: str) -> None:
     tool = _tool("systemd-analyze")
     assert (staged / "etc/systemd/system" / unit).read_bytes() == (SYSTEMD / unit).read_bytes()
-    result = subprocess.run([tool, "verify", "--man=no", f"--root={staged}", unit], capture_output=True, text=True)
+    result = subprocess.run(
+        [tool, "verify", "--man=no", f"--root={staged}", unit], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
 
 
@@ -160,8 +203,12 @@ def test_verify_fails_when_the_binary_the_unit_names_is_not_installed(tmp_path: 
     tool = _tool("systemd-analyze")
     root = _seed_root(tmp_path / "root")
     _install(root, "--no-venv", "--device-id", "trap-01", "--model", str(model))
-    result = subprocess.run([tool, "verify", "--man=no", f"--root={root}", "wildedge.service"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [tool, "verify", "--man=no", f"--root={root}", "wildedge.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert f"{VENV}/bin/wildedge is not executable" in result.stderr
 
@@ -176,9 +223,17 @@ def test_exec_start_runs_the_wildedge_the_installer_put_in_the_venv(staged: Path
     assert script.read_text().splitlines()[0] == f"#!{VENV}/bin/python"
     cfg = (staged / VENV.lstrip("/") / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg  # apt's python3-picamera2 is visible
-    found = subprocess.run([str(staged / VENV.lstrip("/") / "bin/python"), "-c",
-                            "import edge, importlib.metadata as m; print(edge.__file__); print(m.version('wildedge'))"],
-                           capture_output=True, text=True, check=True, cwd="/").stdout.split()
+    found = subprocess.run(
+        [
+            str(staged / VENV.lstrip("/") / "bin/python"),
+            "-c",
+            "import edge, importlib.metadata as m; print(edge.__file__); print(m.version('wildedge'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout.split()
     assert found[0].startswith(str(staged / VENV.lstrip("/") / "lib")), found
     assert found[1] == "0.1.0"
 
@@ -186,8 +241,12 @@ def test_exec_start_runs_the_wildedge_the_installer_put_in_the_venv(staged: Path
 @pytest.mark.parametrize("unit", SERVICES)
 def test_security_offline_rates_every_service_ok(unit: str) -> None:
     tool = _tool("systemd-analyze")
-    result = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(SYSTEMD / unit)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool, "security", "--offline=true", "--no-pager", str(SYSTEMD / unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     match = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d) (\w+)", result.stdout)
     assert match, result.stdout[-500:] + result.stderr
     level, verdict = float(match.group(1)), match.group(2)
@@ -198,9 +257,13 @@ def test_security_offline_rates_every_service_ok(unit: str) -> None:
 
 def test_session_unit_has_the_daemons_sandbox() -> None:
     def block(name: str) -> list[str]:
-        lines = [line for line in (SYSTEMD / name).read_text().splitlines() if line and not line.startswith("#")]
+        lines = [
+            line for line in (SYSTEMD / name).read_text().splitlines() if line and not line.startswith("#")
+        ]
         start = next(i for i, line in enumerate(lines) if line.startswith(SANDBOX_START))
-        return [line for line in lines[start:] if not line.startswith("[Install]") and "WantedBy=" not in line]
+        return [
+            line for line in lines[start:] if not line.startswith("[Install]") and "WantedBy=" not in line
+        ]
 
     assert block("wildedge-session.service") == block("wildedge.service")
     assert len(block("wildedge.service")) >= 25
@@ -222,15 +285,19 @@ def test_watchdog_matches_the_daemons_pings() -> None:
 def test_credentials_are_the_ones_the_daemon_and_collector_read() -> None:
     ids = {line.split(":", 1)[0] for line in _lines(SYSTEMD / "wildedge.service", "LoadCredential")}
     assert ids == {CREDENTIAL_NAME, COMMAND_KEY_CREDENTIAL}
-    assert _lines(SYSTEMD / "wildedge-session.service", "LoadCredential") == \
-        _lines(SYSTEMD / "wildedge.service", "LoadCredential")
+    assert _lines(SYSTEMD / "wildedge-session.service", "LoadCredential") == _lines(
+        SYSTEMD / "wildedge.service", "LoadCredential"
+    )
     # `wildedge collect run` reads $CREDENTIALS_DIRECTORY/mqtt-password (collector/cmd_run.py).
-    assert {line.split(":", 1)[0] for line in _lines(SYSTEMD / "wildedge-collector.service", "LoadCredential")} \
-        == {"mqtt-password"}
+    assert {
+        line.split(":", 1)[0] for line in _lines(SYSTEMD / "wildedge-collector.service", "LoadCredential")
+    } == {"mqtt-password"}
     # The relative form searches /etc/credstore/ and lets a missing file pass (systemd.exec(5)).
     for unit in ("wildedge.service", "wildedge-collector.service"):
-        assert all(not path.startswith("/") for _, path in
-                   (line.split(":", 1) for line in _lines(SYSTEMD / unit, "LoadCredential")))
+        assert all(
+            not path.startswith("/")
+            for _, path in (line.split(":", 1) for line in _lines(SYSTEMD / unit, "LoadCredential"))
+        )
 
 
 def test_device_unit_reaches_only_camera_and_gpio_devices() -> None:
@@ -244,37 +311,61 @@ def test_device_unit_reaches_only_camera_and_gpio_devices() -> None:
 
 
 def test_docs_and_installer_agree_on_the_venv_path() -> None:
-    assert re.search(rf"^readonly VENV=\$PREFIX/venv$", INSTALL.read_text(), re.M)
-    assert re.search(r"^readonly PREFIX=/opt/wildedge$", INSTALL.read_text(), re.M)
-    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(SYSTEMD.glob("*.service"))]:
+    assert re.search(r"^readonly VENV=\$PREFIX/venv$", INSTALL.read_text(), re.MULTILINE)
+    assert re.search(r"^readonly PREFIX=/opt/wildedge$", INSTALL.read_text(), re.MULTILINE)
+    for path in [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        *sorted(SYSTEMD.glob("*.service")),
+    ]:
         for found in re.findall(r"/opt/wildedge[^\s`'\")]*", path.read_text()):
-            assert found.startswith(VENV) or found in {"/opt/wildedge", "/opt/wildedge/install-manifest"}, \
+            assert found.startswith(VENV) or found in {"/opt/wildedge", "/opt/wildedge/install-manifest"}, (
                 f"{path.name}: {found} is not in the installer's venv {VENV}"
+            )
 
 
 def test_installer_passes_shellcheck() -> None:
     tool = shutil.which("shellcheck")
     if tool is None:
         pytest.skip("shellcheck is not installed (apt install shellcheck)")
-    result = subprocess.run([tool, str(INSTALL)], capture_output=True, text=True)
+    result = subprocess.run([tool, str(INSTALL)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
 # -- the installer -----------------------------------------------------------------------------------
 @needs_root
-def test_install_twice_changes_nothing_then_uninstall_leaves_nothing(tmp_path: Path, wheel: Path,
-                                                                     model: Path) -> None:
+def test_install_twice_changes_nothing_then_uninstall_leaves_nothing(
+    tmp_path: Path, wheel: Path, model: Path
+) -> None:
     _system_python()
     root = _seed_root(tmp_path / "root")
     before = _snapshot(root)
-    args = ("--wheel", str(wheel), "--pip-args", "--no-deps --no-index", "--device-id", "trap-01", "--model",
-            str(model), "--broker", "mqtts://broker.example.org:8883", "--username", "trap-01")
+    args = (
+        "--wheel",
+        str(wheel),
+        "--pip-args",
+        "--no-deps --no-index",
+        "--device-id",
+        "trap-01",
+        "--model",
+        str(model),
+        "--broker",
+        "mqtts://broker.example.org:8883",
+        "--username",
+        "trap-01",
+    )
     first = _install(root, *args)
     assert "nothing to change" not in first.stdout
     installed = _snapshot(root)
-    for path in ("etc/systemd/system/wildedge.service", "etc/systemd/system/multi-user.target.wants/wildedge.service",
-                 "opt/wildedge/venv/bin/wildedge", "usr/local/bin/wildedge", "etc/wildedge/wildedge.toml",
-                 "etc/sysusers.d/wildedge.conf", "var/lib/wildedge/models/detector.onnx"):
+    for path in (
+        "etc/systemd/system/wildedge.service",
+        "etc/systemd/system/multi-user.target.wants/wildedge.service",
+        "opt/wildedge/venv/bin/wildedge",
+        "usr/local/bin/wildedge",
+        "etc/wildedge/wildedge.toml",
+        "etc/sysusers.d/wildedge.conf",
+        "var/lib/wildedge/models/detector.onnx",
+    ):
         assert path in installed, path
     assert "wildedge:" in (root / "etc/passwd").read_text()
 
@@ -316,8 +407,18 @@ def test_uninstall_keep_data_keeps_results_config_secrets_and_account(tmp_path: 
     root = _seed_root(tmp_path / "root")
     secret = tmp_path / "pw"
     secret.write_text("hunter2\n")
-    _install(root, "--no-venv", "--device-id", "trap-01", "--model", str(model), "--broker", "mqtt://srv",
-             "--password-file", str(secret))
+    _install(
+        root,
+        "--no-venv",
+        "--device-id",
+        "trap-01",
+        "--model",
+        str(model),
+        "--broker",
+        "mqtt://srv",
+        "--password-file",
+        str(secret),
+    )
     assert stat.S_IMODE((root / "etc/credstore/wildedge.mqtt-password").stat().st_mode) == 0o600
     (root / "var/lib/wildedge/wildedge.db").write_bytes(b"results")
     _install(root, "--uninstall", "--keep-data")
@@ -326,8 +427,13 @@ def test_uninstall_keep_data_keeps_results_config_secrets_and_account(tmp_path: 
     assert (root / "etc/wildedge/wildedge.toml").is_file()
     assert (root / "etc/credstore/wildedge.mqtt-password").read_text() == "hunter2\n"
     assert "wildedge:" in (root / "etc/passwd").read_text()
-    for gone in ("etc/systemd/system/wildedge.service", "opt/wildedge", "usr/local/bin/wildedge",
-                 "etc/sysusers.d/wildedge.conf", "etc/systemd/system/multi-user.target.wants"):
+    for gone in (
+        "etc/systemd/system/wildedge.service",
+        "opt/wildedge",
+        "usr/local/bin/wildedge",
+        "etc/sysusers.d/wildedge.conf",
+        "etc/systemd/system/multi-user.target.wants",
+    ):
         assert not (root / gone).exists(), gone
 
 
@@ -346,7 +452,9 @@ def test_uninstall_touches_nothing_it_did_not_install(tmp_path: Path, model: Pat
     refused = _install(root, "--uninstall", check=False)
     assert refused.returncode == 2 and "refusing to remove /usr/lib" in refused.stderr
     assert (root / "usr/lib/systemd/system").is_dir()
-    assert (root / "etc/systemd/system/multi-user.target.wants/wildedge.service").is_symlink()  # checked first
+    assert (
+        root / "etc/systemd/system/multi-user.target.wants/wildedge.service"
+    ).is_symlink()  # checked first
     manifest.write_text(manifest.read_text().replace("file /usr/lib\n", ""))
     _install(root, "--uninstall")
     assert mine.read_text() == "#!/bin/sh\n"
@@ -367,17 +475,33 @@ def test_session_mode_enables_the_timer_instead_of_the_daemon(tmp_path: Path, mo
 
 
 @needs_root
-@pytest.mark.parametrize("camera, trigger, expect", [
-    ("picamera2", "motion", ("picamera2", "motion")),
-    ("opencv:rtsp://cam.local/stream1", "timelapse:10m", ("opencv", "timelapse")),
-    ("folder:/media/card/DCIM", "motion", ("folder", None)),
-    ("picamera2 --profile pi4-imx708", "motion", ("picamera2", "motion")),
-])
-def test_starter_config_passes_the_config_schema(tmp_path: Path, model: Path, camera: str, trigger: str,
-                                                  expect: tuple) -> None:
+@pytest.mark.parametrize(
+    "camera, trigger, expect",
+    [
+        ("picamera2", "motion", ("picamera2", "motion")),
+        ("opencv:rtsp://cam.local/stream1", "timelapse:10m", ("opencv", "timelapse")),
+        ("folder:/media/card/DCIM", "motion", ("folder", None)),
+        ("picamera2 --profile pi4-imx708", "motion", ("picamera2", "motion")),
+    ],
+)
+def test_starter_config_passes_the_config_schema(
+    tmp_path: Path, model: Path, camera: str, trigger: str, expect: tuple
+) -> None:
     root = _seed_root(tmp_path / "root")
-    _install(root, "--no-venv", "--model", str(model), "--camera", *camera.split(), "--trigger", trigger,
-             "--broker", "mqtts://broker.example.org:8883", "--username", "trap")
+    _install(
+        root,
+        "--no-venv",
+        "--model",
+        str(model),
+        "--camera",
+        *camera.split(),
+        "--trigger",
+        trigger,
+        "--broker",
+        "mqtts://broker.example.org:8883",
+        "--username",
+        "trap",
+    )
     cfg = load_config(root / "etc/wildedge/wildedge.toml")
     if "--profile" in camera:  # the profile's camera size fills in what the starter config leaves out
         assert cfg.device.profile == "pi4-imx708" and (cfg.camera.width, cfg.camera.height) == (4608, 2592)
@@ -393,7 +517,10 @@ def test_a_profile_picks_its_recommended_model(tmp_path: Path) -> None:
     root = _seed_root(tmp_path / "root")
     result = _install(root, "--no-venv", "--profile", "pi02w-imx219", check=False)
     # A Zero 2 W profile recommends FastestDet; pulling it needs the venv this run leaves out.
-    assert result.returncode == 2 and "--model fastestdet: pulling a published model needs the venv" in result.stderr
+    assert (
+        result.returncode == 2
+        and "--model fastestdet: pulling a published model needs the venv" in result.stderr
+    )
 
 
 @needs_root
@@ -402,10 +529,16 @@ def test_on_a_terminal_the_installer_asks_for_what_the_flags_leave_out(tmp_path:
     if script is None:
         pytest.skip("util-linux's script(1) is absent: no terminal to answer the questions on")
     root = _seed_root(tmp_path / "root")
-    command = (f"bash {INSTALL} --root {root} --no-venv --broker mqtt://srv:1883 --username trap-09")
+    command = f"bash {INSTALL} --root {root} --no-venv --broker mqtt://srv:1883 --username trap-09"
     answers = f"trap-09\n\ntimelapse:5m\n{model}\nhunter2\n"  # id, camera (default), trigger, model, password
-    result = subprocess.run([script, "-qec", command, "/dev/null"], input=answers, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [script, "-qec", command, "/dev/null"],
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-2000:]
     # (The answers are typed ahead, so the terminal echoes them all before `read -s` turns echo off.)
     assert "Device id" in result.stdout and "Broker password for trap-09" in result.stdout
@@ -416,17 +549,22 @@ def test_on_a_terminal_the_installer_asks_for_what_the_flags_leave_out(tmp_path:
 
 
 @needs_root
-@pytest.mark.parametrize("args, message", [
-    (("--broker", "http://x"), "--broker: mqtt://HOST[:PORT]"),
-    (("--broker", "mqtt://user:pw@x"), "credentials go in --username"),
-    (("--device-id", "trap 01"), "--device-id: 1-64 letters"),
-    (("--camera", "folder:relative"), "--camera: picamera2, opencv"),
-    (("--mode", "sometimes"), "--mode: daemon or session"),
-    (("--profile", "pi9-imx999"), "--profile: unknown profile 'pi9-imx999' (known: pi02w-imx219"),
-    (("--keep-data",), "--keep-data goes with --uninstall"),
-    (("--frobnicate",), "unknown option --frobnicate"),
-])
-def test_installer_refuses_bad_flags_with_one_line(tmp_path: Path, model: Path, args: tuple, message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--broker", "http://x"), "--broker: mqtt://HOST[:PORT]"),
+        (("--broker", "mqtt://user:pw@x"), "credentials go in --username"),
+        (("--device-id", "trap 01"), "--device-id: 1-64 letters"),
+        (("--camera", "folder:relative"), "--camera: picamera2, opencv"),
+        (("--mode", "sometimes"), "--mode: daemon or session"),
+        (("--profile", "pi9-imx999"), "--profile: unknown profile 'pi9-imx999' (known: pi02w-imx219"),
+        (("--keep-data",), "--keep-data goes with --uninstall"),
+        (("--frobnicate",), "unknown option --frobnicate"),
+    ],
+)
+def test_installer_refuses_bad_flags_with_one_line(
+    tmp_path: Path, model: Path, args: tuple, message: str
+) -> None:
     root = _seed_root(tmp_path / "root")
     before = _snapshot(root)
     result = _install(root, "--no-venv", "--model", str(model), *args, check=False)
@@ -482,11 +620,24 @@ ls /opt /var/lib >> /ct/out/left.txt
 
 def _boot(nspawn: str, name: str, merged: Path, ct: Path) -> subprocess.CompletedProcess:
     """Boot the container until the probe unit powers it off; halt it cleanly if it overstays."""
-    args = [nspawn, "--keep-unit", "--register=no", f"--machine={name}", "--private-network", "--quiet",
-            f"--directory={merged}", f"--bind={ct}:/ct", f"--bind-ro={REPO}:/src",
-            f"--bind-ro={ct}/wildedge-probe.service:/etc/systemd/system/wildedge-probe.service",
-            "--boot", "--", "--unit=wildedge-probe.service"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    args = [
+        nspawn,
+        "--keep-unit",
+        "--register=no",
+        f"--machine={name}",
+        "--private-network",
+        "--quiet",
+        f"--directory={merged}",
+        f"--bind={ct}:/ct",
+        f"--bind-ro={REPO}:/src",
+        f"--bind-ro={ct}/wildedge-probe.service:/etc/systemd/system/wildedge-probe.service",
+        "--boot",
+        "--",
+        "--unit=wildedge-probe.service",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -506,7 +657,7 @@ def _boot(nspawn: str, name: str, merged: Path, ct: Path) -> subprocess.Complete
 
 
 def _mount(*args: str) -> None:
-    result = subprocess.run(["mount", *args], capture_output=True, text=True)
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.skip(f"cannot mount {' '.join(args)}: {result.stderr.strip()}")
 
@@ -514,11 +665,14 @@ def _mount(*args: str) -> None:
 @needs_root
 @pytest.mark.assets
 def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_systemd(
-        tmp_path: Path, wheel: Path, stamped: dict[str, Path], assets: Path) -> None:
+    tmp_path: Path, wheel: Path, stamped: dict[str, Path], assets: Path
+) -> None:
     nspawn = shutil.which("systemd-nspawn")
     if nspawn is None:
-        pytest.skip("systemd-nspawn is absent (apt install systemd-container): the test boots its own systemd "
-                    "in a container and never starts units on the host")
+        pytest.skip(
+            "systemd-nspawn is absent (apt install systemd-container): the test boots its own systemd "
+            "in a container and never starts units on the host"
+        )
     if not Path("/usr/lib/systemd/system/mosquitto.service").exists():
         pytest.skip("mosquitto is not installed (apt install mosquitto): the trap delivers to a real broker")
     _system_python()
@@ -532,7 +686,14 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     try:
         (upper / "up").mkdir()
         (upper / "work").mkdir()
-        _mount("-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={upper}/up,workdir={upper}/work", str(merged))
+        _mount(
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir=/,upperdir={upper}/up,workdir={upper}/work",
+            str(merged),
+        )
         try:
             shutil.copy(wheel, ct / wheel.name)
             shutil.copy(stamped["fastestdet"], ct / "model.onnx")
@@ -545,7 +706,8 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
             (ct / "probe.sh").chmod(0o755)
             (ct / "wildedge-probe.service").write_text(
                 "[Unit]\nAfter=basic.target\nSuccessAction=poweroff\nFailureAction=poweroff\n"
-                "[Service]\nType=oneshot\nExecStart=/ct/probe.sh\nTimeoutStartSec=90\n")
+                "[Service]\nType=oneshot\nExecStart=/ct/probe.sh\nTimeoutStartSec=90\n"
+            )
             started = time.monotonic()
             boot = _boot(nspawn, name, merged, ct)
             elapsed = time.monotonic() - started
@@ -556,7 +718,9 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)  # nspawn leaves it behind
     out = ct / "out"
     if not (out / "probe.log").exists():
-        pytest.skip(f"systemd did not boot in the container (exit {boot.returncode}): {boot.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"systemd did not boot in the container (exit {boot.returncode}): {boot.stderr.strip()[-300:]}"
+        )
     log = (out / "probe.log").read_text()
     assert boot.returncode == 0, boot.stderr[-1000:]
     for step in ("broker", "server", "collector", "install", "start"):
@@ -573,8 +737,9 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     assert re.search(r"NRestarts=[1-9]", (out / "hung.txt").read_text())
     assert "Watchdog timeout" in journal, journal[-2000:]
     # The collector (and its page) ran under their units and stored the trap's events.
-    assert (out / "server.txt").read_text().split() == ["ActiveState=active", "ActiveState=active"], \
-        (out / "server-journal.txt").read_text()[-3000:]
+    assert (out / "server.txt").read_text().split() == ["ActiveState=active", "ActiveState=active"], (
+        out / "server-journal.txt"
+    ).read_text()[-3000:]
     assert (out / "web.txt").read_text().strip() == "200"
     devices = json.loads((out / "status.json").read_text())
     assert [(d["device"], d["state"]) for d in devices] == [("ct-01", "online")], devices
@@ -590,13 +755,16 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
 # -- the real pip install (minutes; opt-in) ----------------------------------------------------------
 @needs_root
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("WILDEDGE_FULL_INSTALL") != "1",
-                    reason="the real pip install with dependencies from the index takes minutes: "
-                           "set WILDEDGE_FULL_INSTALL=1")
+@pytest.mark.skipif(
+    os.environ.get("WILDEDGE_FULL_INSTALL") != "1",
+    reason="the real pip install with dependencies from the index takes minutes: set WILDEDGE_FULL_INSTALL=1",
+)
 def test_full_install_from_the_checkout_gives_a_working_wildedge(tmp_path: Path, model: Path) -> None:
     root = _seed_root(tmp_path / "root")
     src = tmp_path / "src"
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True
+    ).stdout
     src.mkdir()
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     started = time.monotonic()
@@ -604,5 +772,7 @@ def test_full_install_from_the_checkout_gives_a_working_wildedge(tmp_path: Path,
     print(f"full install: {time.monotonic() - started:.0f} s")
     python = root / VENV.lstrip("/") / "bin/python"
     script = root / VENV.lstrip("/") / "bin/wildedge"
-    result = subprocess.run([str(python), str(script), "--help"], capture_output=True, text=True, cwd="/")
+    result = subprocess.run(
+        [str(python), str(script), "--help"], capture_output=True, text=True, cwd="/", check=False
+    )
     assert result.returncode == 0 and "run" in result.stdout, result.stderr
