@@ -523,7 +523,14 @@ install_all() {
         log "nothing to change: already installed"
     else
         log "done: $CHANGES changes"
-        if [[ $SERVER -eq 0 ]]; then log "next: sudo wildedge check --config $CONF_DIR/wildedge.toml"; fi
+        if [[ $SERVER -eq 0 ]]; then
+            local check="wildedge check --config $CONF_DIR/wildedge.toml"
+            if [[ -e $(target "$CREDSTORE/wildedge.mqtt-password") ]]; then
+                # The check needs the broker password the service gets as a credential.
+                check="systemd-run --quiet --wait --pipe -p LoadCredential=mqtt-password:wildedge.mqtt-password $VENV/bin/$check"
+            fi
+            log "next: sudo $check"
+        fi
     fi
 }
 

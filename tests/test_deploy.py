@@ -579,14 +579,31 @@ PROBE = r"""#!/bin/bash
 exec > /ct/out/probe.log 2>&1
 set -x
 FAST=(--wheel /ct/WHEEL --pip-args "--no-deps --no-index" --no-start)
+# A broker that refuses anonymous clients: the password must reach both services as a credential.
+mosquitto_passwd -c -b /etc/mosquitto/test-passwd ct-01 secret && chown mosquitto /etc/mosquitto/test-passwd
+printf 'listener 1883 127.0.0.1\nallow_anonymous false\npassword_file /etc/mosquitto/test-passwd\n' \
+    > /etc/mosquitto/conf.d/test.conf
 systemctl start mosquitto.service; echo "broker-rc=$?"
-/src/systemd/install.sh "${FAST[@]}" --server --web; echo "server-rc=$?"
+/src/systemd/install.sh "${FAST[@]}" --server --web --username ct-01 --password-file /ct/pw
+echo "server-rc=$?"
 # The package's dependencies come from the test venv (same cp311 ABI) instead of a download.
 echo DEPS > /opt/wildedge/venv/lib/python3.11/site-packages/zz-test-deps.pth
+# The control: without the password the broker says no.
+/opt/wildedge/venv/bin/python - > /ct/out/anonymous.txt 2>&1 <<'EOF'
+import paho.mqtt.client as mqtt
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+client.on_connect = lambda c, u, f, reason, p: print("anonymous:", reason)
+client.connect("127.0.0.1", 1883)
+client.loop(2.0)
+EOF
 systemctl start wildedge-collector.service wildedge-web.service; echo "collector-rc=$?"
 /src/systemd/install.sh "${FAST[@]}" --model /ct/model.onnx --camera folder:/ct/photos --device-id ct-01 \
     --broker mqtt://localhost:1883 --username ct-01 --password-file /ct/pw --command-key-file /ct/key
 echo "install-rc=$?"
+# README's check, with the broker password handed over as the service gets it (systemd-run needs D-Bus).
+systemctl start dbus.socket
+systemd-run --quiet --wait --pipe -p LoadCredential=mqtt-password:wildedge.mqtt-password \
+    /opt/wildedge/venv/bin/wildedge check --config /etc/wildedge/wildedge.toml > /ct/out/check.txt 2>&1
 # A short watchdog and a quick restart, to see both within seconds. The daemon pings when its loop
 # turns after WatchdogSec/2 (3 s) and the loop of a folder camera sleeps at most poll (2 s): 5 s < 6 s.
 mkdir -p /etc/systemd/system/wildedge.service.d
@@ -745,6 +762,11 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     assert [(d["device"], d["state"]) for d in devices] == [("ct-01", "online")], devices
     events = (out / "events.csv").read_text().splitlines()
     assert len(events) >= 2 and "ct-01" in events[1], events[:3]  # a header and the trap's detections
+    # The broker refuses anonymous clients, yet the check, the daemon and the collector got in.
+    anonymous = (out / "anonymous.txt").read_text()
+    assert "anonymous: Not authorized" in anonymous, anonymous
+    assert re.search(r"^ok +mqtt +mqtt://localhost:1883: connected", (out / "check.txt").read_text(), re.MULTILINE)
+    assert "MQTT: connected to localhost:1883" in journal
     assert "nothing to change: already installed" in (out / "second.txt").read_text()
     assert "uninstalled" in (out / "uninstall.txt").read_text()
     left = [line for line in (out / "left.txt").read_text().splitlines() if "wildedge-probe" not in line]
