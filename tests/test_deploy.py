@@ -765,7 +765,8 @@ def test_unit_starts_notifies_and_is_restarted_by_the_watchdog_under_real_system
     # The broker refuses anonymous clients, yet the check, the daemon and the collector got in.
     anonymous = (out / "anonymous.txt").read_text()
     assert "anonymous: Not authorized" in anonymous, anonymous
-    assert re.search(r"^ok +mqtt +mqtt://localhost:1883: connected", (out / "check.txt").read_text(), re.MULTILINE)
+    check = (out / "check.txt").read_text()
+    assert re.search(r"^ok +mqtt +mqtt://localhost:1883: connected", check, re.MULTILINE), check
     assert "MQTT: connected to localhost:1883" in journal
     assert "nothing to change: already installed" in (out / "second.txt").read_text()
     assert "uninstalled" in (out / "uninstall.txt").read_text()
