@@ -24,6 +24,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,16 @@ def _install(root: Path, *args: str, check: bool = True) -> subprocess.Completed
     return result
 
 
+@dataclass
+class Staged:
+    root: Path
+    before: dict[str, tuple]  # the seeded root
+    first: str  # the first run's output
+    installed: dict[str, tuple]
+    second: str
+    again: dict[str, tuple]  # after the second run
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """wildedge's wheel, built from the committed tree (no build artefacts in the checkout)."""
@@ -173,23 +184,41 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory: pytest.TempPathFactory, wheel: Path, model: Path) -> Path:
-    """A root with the device and the server installed (with the venv and the package, no dependencies)."""
+def staged(tmp_path_factory: pytest.TempPathFactory, wheel: Path, model: Path) -> Staged:
+    """A root with the device installed twice (the venv and the package, no dependencies), then the server."""
     if os.geteuid() != 0:
         pytest.skip("the installer needs root (accounts, chown)")
     _system_python()
     root = _seed_root(tmp_path_factory.mktemp("staged") / "root")
-    fast = ("--wheel", str(wheel), "--pip-args", "--no-deps --no-index")
-    _install(root, *fast, "--device-id", "trap-01", "--model", str(model), "--broker", "mqtt://server:1883")
+    before = _snapshot(root)
+    args = (
+        "--wheel",
+        str(wheel),
+        "--pip-args",
+        "--no-deps --no-index",
+        "--device-id",
+        "trap-01",
+        "--model",
+        str(model),
+        "--broker",
+        "mqtts://broker.example.org:8883",
+        "--username",
+        "trap-01",
+    )
+    first = _install(root, *args)
+    installed = _snapshot(root)
+    second = _install(root, *args)
+    again = _snapshot(root)
     # The server's units run the same venv; --no-venv skips reinstalling it with the collector extra.
     _install(root, "--server", "--web", "--no-venv")
-    return root
+    return Staged(root, before, first.stdout, installed, second.stdout, again)
 
 
 # -- the units ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("unit", UNITS)
-def test_systemd_analyze_verify_passes_in_the_installed_root(staged: Path, unit: str) -> None:
+def test_systemd_analyze_verify_passes_in_the_installed_root(staged: Staged, unit: str) -> None:
     tool = _tool("systemd-analyze")
+    staged = staged.root
     assert (staged / "etc/systemd/system" / unit).read_bytes() == (SYSTEMD / unit).read_bytes()
     result = subprocess.run(
         [tool, "verify", "--man=no", f"--root={staged}", unit], capture_output=True, text=True, check=False
@@ -214,7 +243,8 @@ def test_verify_fails_when_the_binary_the_unit_names_is_not_installed(tmp_path: 
 
 
 @pytest.mark.parametrize("unit", SERVICES)
-def test_exec_start_runs_the_wildedge_the_installer_put_in_the_venv(staged: Path, unit: str) -> None:
+def test_exec_start_runs_the_wildedge_the_installer_put_in_the_venv(staged: Staged, unit: str) -> None:
+    staged = staged.root
     exec_start = _unit(SYSTEMD / unit)["Service"]["ExecStart"].split()
     assert exec_start[0] == f"{VENV}/bin/wildedge"
     script = staged / exec_start[0].lstrip("/")
@@ -333,30 +363,8 @@ def test_installer_passes_shellcheck() -> None:
 
 
 # -- the installer -----------------------------------------------------------------------------------
-@needs_root
-def test_install_twice_changes_nothing_then_uninstall_leaves_nothing(
-    tmp_path: Path, wheel: Path, model: Path
-) -> None:
-    _system_python()
-    root = _seed_root(tmp_path / "root")
-    before = _snapshot(root)
-    args = (
-        "--wheel",
-        str(wheel),
-        "--pip-args",
-        "--no-deps --no-index",
-        "--device-id",
-        "trap-01",
-        "--model",
-        str(model),
-        "--broker",
-        "mqtts://broker.example.org:8883",
-        "--username",
-        "trap-01",
-    )
-    first = _install(root, *args)
-    assert "nothing to change" not in first.stdout
-    installed = _snapshot(root)
+def test_install_twice_changes_nothing(staged: Staged) -> None:
+    assert "nothing to change" not in staged.first
     for path in (
         "etc/systemd/system/wildedge.service",
         "etc/systemd/system/multi-user.target.wants/wildedge.service",
@@ -366,18 +374,20 @@ def test_install_twice_changes_nothing_then_uninstall_leaves_nothing(
         "etc/sysusers.d/wildedge.conf",
         "var/lib/wildedge/models/detector.onnx",
     ):
-        assert path in installed, path
+        assert path in staged.installed, path
+    assert staged.second.strip().endswith("nothing to change: already installed"), staged.second
+    assert "wrote" not in staged.second and "created" not in staged.second
+    assert staged.again == staged.installed  # content, mode, owner and link target of every file
+
+
+def test_uninstall_leaves_nothing_behind(staged: Staged, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(staged.root), str(root)], check=True)  # -a: owners too
     assert "wildedge:" in (root / "etc/passwd").read_text()
-
-    second = _install(root, *args)
-    assert second.stdout.strip().endswith("nothing to change: already installed"), second.stdout
-    assert "wrote" not in second.stdout and "created" not in second.stdout
-    assert _snapshot(root) == installed
-
     _install(root, "--uninstall")
     after = _snapshot(root)
-    assert sorted(after) == sorted(before)
-    changed = {path for path in before if before[path] != after[path]}
+    assert sorted(after) == sorted(staged.before)  # the venv, the device's and the server's files
+    changed = {path for path in staged.before if staged.before[path] != after[path]}
     assert changed <= SHADOW_BACKUPS, changed
     assert "nothing to uninstall" in _install(root, "--uninstall").stdout
 
