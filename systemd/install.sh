@@ -262,9 +262,21 @@ install_venv() {
     fi
     record "file $VENV"
     log "pip install $(pip_target) (this takes a few minutes on a Pi)"
+    local what build=""
+    what=$(pip_target)
+    if [[ $SOURCE_KIND == checkout ]]; then
+        # pip builds in the source tree (build/, *.egg-info): build in a copy, not in the user's checkout.
+        build=$(mktemp -d)
+        tar -C "$SOURCE" --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude=./dist -cf - . \
+            | tar -C "$build" -xf -
+        what=$build$(extras)
+    fi
     # shellcheck disable=SC2086  # PIP_ARGS is a list of words
-    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet $PIP_ARGS "$(pip_target)" \
-        || die "pip install $(pip_target) failed (see above)"
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check --quiet $PIP_ARGS "$what"; then
+        if [[ -n $build ]]; then rm -rf "$build"; fi
+        die "pip install $(pip_target) failed (see above)"
+    fi
+    if [[ -n $build ]]; then rm -rf "$build"; fi
     if [[ -n $ROOT ]]; then
         # A venv is not relocatable: its scripts name their interpreter by absolute path. Name the
         # path the venv has once the staging root is the system's root.
