@@ -503,8 +503,8 @@ start_units() {
         if [[ $CHANGES -gt 0 ]] && systemctl --quiet is-active "$unit"; then
             systemctl restart "$unit"; log "restarted $unit"
         elif ! systemctl --quiet is-active "$unit"; then
-            systemctl start "$unit" || log "$unit did not start: journalctl -u ${unit%.*} -e"
-            log "started $unit"
+            if systemctl start "$unit"; then log "started $unit"
+            else log "$unit did not start: see journalctl -u ${unit%.*} -e"; fi
         fi
     done
 }
