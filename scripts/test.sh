@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtualenv with the export, ultralytics, mlflow, collector and test extras and run the whole test suite.
 # Run as root on Debian, it also installs the system programs the tests use: mosquitto (MQTT broker), the
-# PostgreSQL server (the tests start their own throwaway cluster; the packaged one is not needed) and chromium
-# (the collector's web page test).
+# PostgreSQL server (the tests start their own throwaway cluster; the packaged one is not needed), chromium
+# (the collector's web page test) and systemd-container (the units started under a real systemd in a container).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
   command -v chromium >/dev/null || need+=(chromium)
+  # systemd-nspawn: tests/test_deploy.py boots a real systemd in a container to start the units.
+  command -v systemd-nspawn >/dev/null || need+=(systemd-container)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     # The tests start their own broker on a free port and their own PostgreSQL on a Unix socket in a temp
