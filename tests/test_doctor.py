@@ -94,3 +94,27 @@ def test_watchdog_is_reported_as_it_is(tmp_path):
     (dev / "watchdog0").touch()
     ok, text = check_watchdog(dev, tmp_path / "no-systemd")
     assert ok is None and "systemd is not running" in text
+
+
+def test_check_logs_in_with_the_password_the_unit_is_handed(tmp_path, broker_factory, monkeypatch):
+    """Run by hand, check finds the broker password where install.sh keeps it for LoadCredential=."""
+    from edge.cli.doctor import check_mqtt
+    from edge.config import config_from_dict
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    broker = broker_factory(passwords={"trap-01": "s3cret"})
+    cfg = config_from_dict({
+        "device": {"id": "trap-01", "state_dir": str(tmp_path / "state")},
+        "camera": {"type": "folder", "path": str(tmp_path)},
+        "detector": {"model": str(tmp_path / "m.onnx")},
+        "mqtt": {"url": broker.url, "username": "trap-01"},
+    })
+    credstore = tmp_path / "wildedge.mqtt-password"
+    ok, detail = check_mqtt(cfg, credstore=credstore)  # absent: anonymous, refused
+    assert ok is False and "refused" in detail, detail
+    credstore.write_text("s3cret\n")
+    credstore.chmod(0o600)
+    ok, detail = check_mqtt(cfg, credstore=credstore)
+    assert ok is True and "connected" in detail, detail
+    credstore.write_text("wrong\n")
+    assert check_mqtt(cfg, credstore=credstore)[0] is False

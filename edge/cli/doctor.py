@@ -29,6 +29,8 @@ from edge.errors import ConfigError, WildedgeError
 TIMED_RUNS = 3
 #: Where systemd says how often it feeds the hardware watchdog.
 _SYSTEMD = Path("/run/systemd/system")
+#: Where systemd/install.sh keeps the broker password for the unit's LoadCredential= (relative form).
+CREDSTORE_PASSWORD = Path("/etc/credstore/wildedge.mqtt-password")
 
 
 class _Report:
@@ -201,13 +203,19 @@ def check_watchdog(dev: Path = Path("/dev"), systemd: Path = _SYSTEMD) -> tuple[
     return True, f"/dev/{devices[0]} fed by systemd every {value}"
 
 
-def check_mqtt(cfg: Any, timeout: float = 10.0) -> tuple[bool | None, str]:
+def check_mqtt(cfg: Any, timeout: float = 10.0, *, credstore: Path = CREDSTORE_PASSWORD) -> tuple[bool | None, str]:
     """Connect once as ``<device>-check`` with a throwaway session (a running daemon keeps its own):
     ok, FAIL when the broker refuses us or the TLS/password files are unusable, warn when it
-    cannot be reached (the daemon queues results until it can)."""
+    cannot be reached (the daemon queues results until it can).
+
+    Without ``password_file`` and outside the unit (no ``$CREDENTIALS_DIRECTORY``), the password is
+    the one the unit's ``LoadCredential=`` hands the daemon: ``credstore``."""
     from edge.mqtt.connect import V5, connect, make_client
 
     mqtt = cfg.mqtt
+    if mqtt.password_file is None and not os.environ.get("CREDENTIALS_DIRECTORY") and credstore.is_file():
+        # Run by hand (not under the unit), check logs in with the password the unit is handed.
+        mqtt = mqtt.model_copy(update={"password_file": credstore})
     result: dict[str, Any] = {}
     try:
         client = make_client(mqtt, device=f"{cfg.device.id}-check", protocol=V5,
