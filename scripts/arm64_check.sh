@@ -34,6 +34,8 @@ chroot, binfmt_misc) and network access to the Debian mirror and PyPI on the fir
   --host-python PY    Python with this checkout and pycocotools (default .venv/bin/python)
   --rebuild           delete and rebuild the root (only a root this script built)
   --no-install        never apt-get install the missing tools; fail instead
+  --no-pixels         skip the preprocessing hashes (tests/golden/preprocess_sha256.json, computed
+                      in the root from the shared assets, $WILDEDGE_ASSETS or ../shared/assets)
   -h, --help          this text
 
 Exit status: 0 done, 1 a step failed, 2 usage or environment error (not root, tools missing,
@@ -51,7 +53,7 @@ ROOT=${HOME:-/root}/.cache/wildedge/arm64-root
 PHOTOS="" LABELS="" LIMIT="" CLASS_MAP=voc2coco CPU=cortex-a72 THREADS=2
 OUT=${HOME:-/root}/.cache/wildedge/arm64-check-report.json
 MIRROR=http://deb.debian.org/debian
-HOST_PY="" REBUILD=0 NO_INSTALL=0
+HOST_PY="" REBUILD=0 NO_INSTALL=0 PIXELS=1
 MODELS=()
 need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -69,6 +71,7 @@ while [[ $# -gt 0 ]]; do
     --host-python) need_value "$@"; HOST_PY=$2; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
     --no-install) NO_INSTALL=1; shift ;;
+    --no-pixels) PIXELS=0; shift ;;
     --) shift; MODELS+=("$@"); break ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) MODELS+=("$1"); shift ;;
@@ -241,14 +244,31 @@ in_root /opt/wildedge-venv/bin/python /opt/arm64-check/arm64_eval.py detect --ph
   --threads "$THREADS" --out /opt/arm64-check/run/arm64.json "${ROOT_MODELS[@]}" 2>"$HOSTWORK/arm64.err" \
   || { grep -v -i cpuinfo "$HOSTWORK/arm64.err" >&2 || true; die "detection in the arm64 root failed" 1; }
 grep -v -i cpuinfo "$HOSTWORK/arm64.err" >&2 || true
-T_ARM=$((SECONDS - started))
 cp "$RUN/arm64.json" "$HOSTWORK/arm64.json"
+# The pinned preprocessing hashes (tests/test_preprocess_exact.py, tests/golden/preprocess_sha256.json),
+# computed in the root: the same pixels and tensors on arm64, reduced JPEG decodes included.
+PIXEL_ARGS=()
+GOLDEN=$REPO/tests/golden/preprocess_sha256.json
+ASSETS=${WILDEDGE_ASSETS:-$REPO/../shared/assets}
+if [[ $PIXELS -eq 1 && -f $REPO/tests/test_preprocess_exact.py && -f $GOLDEN && -d $ASSETS ]]; then
+  mkdir -p "$RUN/assets"
+  (cd "$REPO/tests" && "$HOST_PY" -c 'import test_preprocess_exact as t; print("\0".join(t.PHOTOS.values()), end="")') \
+    | (cd "$ASSETS" && tar --null -T - -cf -) | tar -xf - -C "$RUN/assets"
+  cp "$REPO/tests/test_preprocess_exact.py" "$RUN/preprocess_exact.py"
+  say "arm64: preprocessing hashes of tests/golden/preprocess_sha256.json"
+  in_root WILDEDGE_ASSETS=/opt/arm64-check/run/assets /opt/wildedge-venv/bin/python \
+    /opt/arm64-check/run/preprocess_exact.py >"$HOSTWORK/pixels.json" 2>"$HOSTWORK/pixels.err" \
+    || { grep -v -i cpuinfo "$HOSTWORK/pixels.err" >&2 || true; die "the preprocessing hashes failed in the root" 1; }
+  PIXEL_ARGS=(--golden "$GOLDEN" --pixels "$HOSTWORK/pixels.json")
+fi
+T_ARM=$((SECONDS - started))
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -z $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] || COMMIT+="+uncommitted changes"
 printf '{"checkout": "%s", "timings_s": {"root_build": %d, "install": %d, "host_detect": %d, "arm64_detect": %d}}\n' \
   "$COMMIT" "$T_ROOT" "$T_PIP" "$T_HOST" "$T_ARM" >"$HOSTWORK/meta.json"
 mkdir -p "$(dirname "$OUT")"
 "$HOST_PY" "$REPO/scripts/arm64_eval.py" compare --host "$HOSTWORK/host.json" --arm64 "$HOSTWORK/arm64.json" \
-  --labels "$LABELS" --photos "$IMAGES" --class-map "$CLASS_MAP" --meta "$HOSTWORK/meta.json" --out "$OUT" \
+  --labels "$LABELS" --photos "$IMAGES" --class-map "$CLASS_MAP" --meta "$HOSTWORK/meta.json" "${PIXEL_ARGS[@]}" \
+  --out "$OUT" \
   || die "scoring failed" 1
 say "timings: root build ${T_ROOT} s (0: cached), install ${T_PIP} s, host ${T_HOST} s, arm64 ${T_ARM} s"

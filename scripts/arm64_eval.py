@@ -138,6 +138,19 @@ def box_agreement(host: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict
             "max_score_diff_matched": worst_score, "conf": MATCH_CONF, "iou": MATCH_IOU}
 
 
+def pixel_check(golden: Path, pixels: Path) -> dict[str, Any]:
+    """The arm64 preprocessing hashes against the golden file: which cases and stages differ."""
+    want, got = (json.loads(Path(p).read_text()) for p in (golden, pixels))
+    differ = {}
+    for case, hashes in want["cases"].items():
+        other = got["cases"].get(case, {})
+        bad = [k for k, v in hashes.items() if other.get(k) != v]
+        if bad:
+            differ[case] = ", ".join(bad)
+    return {"cases": len(want["cases"]), "equal": len(want["cases"]) - len(differ), "differ": differ,
+            "opencv_golden": want.get("opencv"), "opencv_arm64": got.get("opencv")}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from export.evaluate import evaluate
     from export.measure import load_labels, resolve_class_map, subset_gt
@@ -179,6 +192,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name:<28} {a:>12.2f} {b:>8.2f} {b - a:>+7.2f}  "
               f"{'n/a' if frac is None else f'{100 * frac:.1f} %':>14}  "
               f"{'n/a' if exact is None else f'{100 * exact:.1f} %':>7}  {other['seconds_per_photo']:>13.2f}")
+    drops = {}
+    for name, row in report["models"].items():  # X.int8.onnx beside X.onnx: the INT8 drop on each CPU
+        fp32 = report["models"].get(name.replace(".int8.onnx", ".onnx")) if name.endswith(".int8.onnx") else None
+        if fp32 is not None:
+            drops[name] = {"host": round(fp32["map50_host"] - row["map50_host"], 3),
+                           "arm64": round(fp32["map50_arm64"] - row["map50_arm64"], 3)}
+            print(f"INT8 drop {name}: host {drops[name]['host']:+.2f}, arm64 {drops[name]['arm64']:+.2f} points")
+    if drops:
+        report["int8_map50_drop"] = drops
+    if args.pixels:
+        report["pixels"] = pixel_check(args.golden, args.pixels)
+        px = report["pixels"]
+        print(f"preprocessing hashes (tests/golden/preprocess_sha256.json) on arm64: {px['equal']}/{px['cases']} "
+              f"cases equal" + (f"; differ: {', '.join(f'{k} ({v})' for k, v in px['differ'].items())}"
+                                if px["differ"] else ""))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")
     return 0
@@ -199,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("--labels", required=True, type=Path)
     cmp_.add_argument("--photos", required=True, type=Path)
     cmp_.add_argument("--class-map", default="voc2coco")
+    cmp_.add_argument("--golden", type=Path, help="tests/golden/preprocess_sha256.json")
+    cmp_.add_argument("--pixels", type=Path, help="the same hashes computed on arm64")
     cmp_.add_argument("--meta", type=Path, help="JSON object merged into the report (checkout, timings)")
     cmp_.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)

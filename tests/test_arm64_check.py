@@ -137,3 +137,35 @@ def test_device_check_on_existing_root(stamped: dict[str, Path], assets: Path, t
     model = json.loads(report.read_text())["models"]["fastestdet.onnx"]
     assert model["map50_arm64"] == pytest.approx(model["map50_host"], abs=1e-9)
     assert model["box_agreement"]["exact_fraction"] == 1.0
+
+
+def _helper():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("arm64_eval", REPO / "scripts" / "arm64_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_box_agreement_counts_host_detections_above_the_threshold() -> None:
+    helper = _helper()
+    host = [{"file": "a.jpg", "detections": [[[0, 0, 100, 100], 0.9, 0, "cat"], [[200, 200, 300, 300], 0.5, 1, "dog"],
+                                             [[0, 0, 10, 10], 0.2, 0, "cat"]]}]
+    arm = [{"file": "a.jpg", "detections": [[[0, 0, 100, 100], 0.9002, 0, "cat"],   # same box, score within 1e-3
+                                            [[200, 200, 300, 297], 0.29, 1, "dog"],  # IoU 0.97, score moved
+                                            [[0, 0, 10, 10], 0.2, 0, "cat"]]}]
+    got = helper.box_agreement(host, arm)
+    assert (got["host_detections"], got["matched"], got["exact"]) == (2, 2, 1)
+    arm[0]["detections"][1][3] = "cat"  # a box of another class does not match
+    assert helper.box_agreement(host, arm)["matched"] == 1
+
+
+def test_pixel_check_names_the_cases_that_differ(tmp_path: Path) -> None:
+    golden, pixels = tmp_path / "golden.json", tmp_path / "pixels.json"
+    golden.write_text(json.dumps({"opencv": "5.1.0", "cases": {"a": {"decoded": "1", "tensor": "2"},
+                                                               "b": {"decoded": "3", "tensor": "4"}}}))
+    pixels.write_text(json.dumps({"opencv": "5.1.0", "cases": {"a": {"decoded": "1", "tensor": "2"},
+                                                               "b": {"decoded": "3", "tensor": "5"}}}))
+    got = _helper().pixel_check(golden, pixels)
+    assert (got["cases"], got["equal"], got["differ"]) == (2, 1, {"b": "tensor"})
