@@ -39,6 +39,7 @@ from collector.wire import Rejected
 from edge.config.models import BrokerUrl
 from edge.errors import CollectorError, ConfigError
 from edge.mqtt.connect import secure
+from edge.sdnotify import Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,16 @@ class Collector:
         max_payload: larger messages are rejected; much larger ones are never sent to us (MQTT 5
             Maximum Packet Size), so a 200 MB message cannot blow up the process.
         batch_max: most messages stored in one transaction.
+        notifier: systemd notifications (READY once connecting, WATCHDOG while the loop turns,
+            also while it waits for the database, STOPPING); default: from the environment.
     """
 
     def __init__(self, engine: Engine, *, broker: BrokerOptions, prefix: str = "wildedge", share: str | None = None,
                  allow: frozenset[str] | None = None, max_payload: int = 1 << 20, batch_max: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, notifier: Notifier | None = None) -> None:
         broker.check()
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        self._next_ping = 0.0
         self.engine = engine
         self.broker = broker
         self.prefix = prefix
@@ -232,9 +237,11 @@ class Collector:
         except (OSError, ValueError) as err:
             raise CollectorError(f"--broker {self.broker.url}: {err}") from None
         self._client.loop_start()
+        self.notifier.ready(f"collecting from {self.broker.url}")
         last_log = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._alive()
                 batch = self._take()
                 if batch:
                     self._store(batch)
@@ -242,10 +249,19 @@ class Collector:
                     self._log_stats()
                     last_log = time.monotonic()
         finally:
+            self.notifier.stopping()
+            self.notifier.close()
             self._client.disconnect()
             self._client.loop_stop()
             self._log_stats()
         return self.stats
+
+    def _alive(self) -> None:
+        """A watchdog keep-alive when one is due (the loop turns at least every 0.2 s)."""
+        interval = self.notifier.watchdog_interval()
+        if interval is not None and time.monotonic() >= self._next_ping:
+            self.notifier.watchdog()
+            self._next_ping = time.monotonic() + interval
 
     def stop(self) -> None:
         """Finish the batch being stored, then disconnect (what was not stored stays unacknowledged)."""
@@ -298,8 +314,12 @@ class Collector:
                     down_since = time.monotonic()
                     logger.error("database unavailable (%s); %d messages wait unacknowledged, retrying",
                                  describe(err), len(messages))
-                if self._stop.wait(delay):
-                    return _STOPPING
+                # Waiting for the database is what this process should do now: still alive.
+                deadline = time.monotonic() + delay
+                while (left := deadline - time.monotonic()) > 0:
+                    self._alive()
+                    if self._stop.wait(min(left, 1.0)):
+                        return _STOPPING
                 delay = min(delay * 2, 30.0)
             except Exception:  # a bug must not stall the stream: the caller finds the message
                 logger.exception("storing %d messages raised", len(messages))

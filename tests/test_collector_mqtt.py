@@ -266,3 +266,36 @@ def test_a_message_that_breaks_the_code_is_kept_and_the_stream_goes_on(broker, t
     assert sorted(event_ids(db)) == sorted(uid for *_, uid in events if uid != poison)
     assert rows(db, "SELECT reason, device FROM rejects") == [("internal", None)]
     assert rows(db, "SELECT value FROM counters WHERE name = 'rejected.internal'") == [(1,)]
+
+
+def test_collector_tells_systemd_it_is_ready_alive_and_stopping(broker, tmp_path):
+    """Type=notify with WatchdogSec= for wildedge-collector.service: READY once connecting, a
+    keep-alive at least every half watchdog period (also while the database is away), STOPPING."""
+    import socket
+
+    from edge.sdnotify import Notifier
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+    collector = Collector(engine, broker=BrokerOptions(url=broker.url, client_id="c"), notifier=notifier)
+    thread = threading.Thread(target=collector.run, daemon=True)
+    thread.start()
+    got: list[str] = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            got += sock.recv(4096).decode().split("\n")
+    finally:
+        collector.stop()
+        thread.join(20)
+        engine.dispose()
+    got += sock.recv(4096).decode().split("\n")
+    sock.close()
+    assert got[0] == "READY=1"
+    assert got.count("WATCHDOG=1") >= 5  # every 0.2 s for 1.5 s: at least 5 even on a busy machine
+    assert got[-1] == "STOPPING=1"
