@@ -29,7 +29,9 @@ chroot, binfmt_misc) and network access to the Debian mirror and PyPI on the fir
   --root DIR          the arm64 root, built on first use (default ~/.cache/wildedge/arm64-root)
   --cpu NAME          QEMU_CPU for the runs (default cortex-a72, the Pi 4's; cortex-a76: Pi 5)
   --threads N         onnxruntime threads on both sides (default 2)
-  --out FILE          JSON report (default ~/.cache/wildedge/arm64-check-report.json)
+  --out FILE          JSON report (default ~/.cache/wildedge/arm64-check-report.json); the raw
+                      detections of both sides go beside it (FILE minus .json + .host-detections.json
+                      and .arm64-detections.json)
   --mirror URL        Debian mirror (default http://deb.debian.org/debian)
   --host-python PY    Python with this checkout and pycocotools (default .venv/bin/python)
   --rebuild           delete and rebuild the root (only a root this script built)
@@ -271,4 +273,8 @@ mkdir -p "$(dirname "$OUT")"
   --labels "$LABELS" --photos "$IMAGES" --class-map "$CLASS_MAP" --meta "$HOSTWORK/meta.json" "${PIXEL_ARGS[@]}" \
   --out "$OUT" \
   || die "scoring failed" 1
+DETS=${OUT%.json}
+cp "$HOSTWORK/host.json" "$DETS.host-detections.json"
+cp "$HOSTWORK/arm64.json" "$DETS.arm64-detections.json"
+say "detections (every box, full precision): $DETS.host-detections.json, $DETS.arm64-detections.json"
 say "timings: root build ${T_ROOT} s (0: cached), install ${T_PIP} s, host ${T_HOST} s, arm64 ${T_ARM} s"
