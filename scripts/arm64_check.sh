@@ -127,6 +127,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 if [[ -z $HOST_PY ]]; then
   if [[ -x $REPO/.venv/bin/python ]]; then HOST_PY=$REPO/.venv/bin/python; else HOST_PY=python3; fi
+elif [[ $HOST_PY == */* ]]; then
+  HOST_PY=$(cd "$(dirname "$HOST_PY")" && pwd)/$(basename "$HOST_PY")  # the script changes folder later
 fi
 "$HOST_PY" -c 'import edge, export.evaluate, pycocotools' 2>/dev/null \
   || die "$HOST_PY cannot import wildedge and pycocotools: pip install -e '.[export]' (or --host-python)"
@@ -177,10 +179,13 @@ if [[ ! -e $MARK ]]; then
   say "debootstrap, second stage under qemu-aarch64 (a few minutes)"
   nice -n 10 chroot "$ROOT" /debootstrap/debootstrap --second-stage >>"$ROOT.debootstrap.log" 2>&1 \
     || die "debootstrap --second-stage failed (log: $ROOT.debootstrap.log): $(tail -n 1 "$ROOT.debootstrap.log")" 1
-  in_root python3 -m venv /opt/wildedge-venv || die "python3 -m venv failed in the root" 1
   date -u +%FT%TZ >"$MARK"
   T_ROOT=$((SECONDS - started))
   say "root ready in ${T_ROOT} s"
+fi
+if [[ ! -x $ROOT/opt/arm64-check/venv/bin/python ]]; then  # a new root, or one from an older script
+  in_root python3 -m venv /opt/arm64-check/venv || die "python3 -m venv failed in the root" 1
+  rm -f "$ROOT/opt/arm64-check/deps.sha256"  # a new venv has none of the dependencies yet
 fi
 
 # -- wildedge in the root: this checkout as a wheel, device dependencies pinned to the host's ---------------
@@ -205,7 +210,7 @@ mkdir -p "$HOSTWORK/src" "$HOSTWORK/wheel"
 rm -f "$STAGE"/wildedge-*.whl
 cp "$HOSTWORK"/wheel/wildedge-*.whl "$HOSTWORK/constraints.txt" "$REPO/scripts/arm64_eval.py" "$STAGE/"
 WHEEL=/opt/arm64-check/$(basename "$HOSTWORK"/wheel/wildedge-*.whl)
-PIP=(/opt/wildedge-venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all:)
+PIP=(/opt/arm64-check/venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all:)
 [[ -f $STAGE/host-ca.crt ]] && PIP+=(--cert /opt/arm64-check/host-ca.crt)
 deps_key=$(sha256sum "$HOSTWORK/constraints.txt" | cut -c1-64)
 if [[ $(cat "$STAGE/deps.sha256" 2>/dev/null) == "$deps_key" ]]; then
@@ -217,7 +222,7 @@ else
     say "some pinned version has no aarch64 wheel: installing unpinned (the report records the versions)"
     in_root "${PIP[@]}" "$WHEEL" || die "pip install in the root failed" 1
   fi
-  in_root /opt/wildedge-venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+  in_root /opt/arm64-check/venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
     "$WHEEL" || die "pip install of the wildedge wheel failed in the root" 1
   echo "$deps_key" >"$STAGE/deps.sha256"
 fi
@@ -242,7 +247,7 @@ started=$SECONDS
 say "arm64 under qemu (QEMU_CPU=$CPU): ${#MODELS[@]} model(s)"
 # onnxruntime's cpuinfo cannot read /sys in the root and says so on every start; it falls back to the
 # auxiliary vector (the CPU features qemu gives QEMU_CPU), which the report records.
-in_root /opt/wildedge-venv/bin/python /opt/arm64-check/arm64_eval.py detect --photos /opt/arm64-check/run/photos \
+in_root /opt/arm64-check/venv/bin/python /opt/arm64-check/arm64_eval.py detect --photos /opt/arm64-check/run/photos \
   --threads "$THREADS" --out /opt/arm64-check/run/arm64.json "${ROOT_MODELS[@]}" 2>"$HOSTWORK/arm64.err" \
   || { grep -v -i cpuinfo "$HOSTWORK/arm64.err" >&2 || true; die "detection in the arm64 root failed" 1; }
 grep -v -i cpuinfo "$HOSTWORK/arm64.err" >&2 || true
@@ -258,7 +263,7 @@ if [[ $PIXELS -eq 1 && -f $REPO/tests/test_preprocess_exact.py && -f $GOLDEN && 
     | (cd "$ASSETS" && tar --null -T - -cf -) | tar -xf - -C "$RUN/assets"
   cp "$REPO/tests/test_preprocess_exact.py" "$RUN/preprocess_exact.py"
   say "arm64: preprocessing hashes of tests/golden/preprocess_sha256.json"
-  in_root WILDEDGE_ASSETS=/opt/arm64-check/run/assets /opt/wildedge-venv/bin/python \
+  in_root WILDEDGE_ASSETS=/opt/arm64-check/run/assets /opt/arm64-check/venv/bin/python \
     /opt/arm64-check/run/preprocess_exact.py >"$HOSTWORK/pixels.json" 2>"$HOSTWORK/pixels.err" \
     || { grep -v -i cpuinfo "$HOSTWORK/pixels.err" >&2 || true; die "the preprocessing hashes failed in the root" 1; }
   PIXEL_ARGS=(--golden "$GOLDEN" --pixels "$HOSTWORK/pixels.json")
