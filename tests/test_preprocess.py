@@ -7,26 +7,33 @@ import numpy as np
 import pytest
 
 from edge.inference.card import Preprocess
+from edge.inference.exact_resize import resize_area
 from edge.inference.preprocess import Transform, preprocess, resize_for_model, to_tensor
 from edge.inference.presets import PRESETS
 
-# Bit-exact resampling (issue 14): "linear" is INTER_LINEAR_EXACT.
-INTERP = {"linear": cv2.INTER_LINEAR_EXACT, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
-          "cubic": cv2.INTER_CUBIC}
+# Bit-exact resampling (issue 14): "linear" is INTER_LINEAR_EXACT, "area" the integer resize_area
+# (tests/test_exact_resize.py holds it to cv2.INTER_AREA within 1).
+INTERP = {"linear": cv2.INTER_LINEAR_EXACT, "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}
 
 
-def reference(image: np.ndarray, spec: Preprocess) -> np.ndarray:
+def _resample(image: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    if interpolation == "area":
+        return resize_area(image, *size)
+    return cv2.resize(image, size, interpolation=INTERP[interpolation])
+
+
+def reference(image: np.ndarray, spec: Preprocess, resample=_resample) -> np.ndarray:
     """What each family's demo code does, written out step by step (cv2.resize only for resampling)."""
     height, width = image.shape[:2]
     tw, th = spec.input_size
-    interp = INTERP[spec.interpolation]
+    interp = spec.interpolation
     if spec.resize == "stretch":
-        canvas = cv2.resize(image, (tw, th), interpolation=interp)
+        canvas = resample(image, (tw, th), interp)
     elif spec.resize == "centre_crop":
         # Resize so the image covers (tw, th) / crop_ratio, then cut the centre.
         r = max(tw / width, th / height) / spec.crop_ratio
         nw, nh = round(width * r), round(height * r)
-        resized = cv2.resize(image, (nw, nh), interpolation=interp)
+        resized = resample(image, (nw, nh), interp)
         top, left = (nh - th) // 2, (nw - tw) // 2
         canvas = resized[top : top + th, left : left + tw]
     else:
@@ -35,7 +42,7 @@ def reference(image: np.ndarray, spec: Preprocess) -> np.ndarray:
             nw, nh = int(width * r), int(height * r)
         else:
             nw, nh = round(width * r), round(height * r)
-        resized = cv2.resize(image, (nw, nh), interpolation=interp)
+        resized = resample(image, (nw, nh), interp)
         canvas = np.full((th, tw, 3), spec.pad_value, np.uint8)
         top, left = (0, 0) if spec.resize == "letterbox_topleft" else ((th - nh) // 2, (tw - nw) // 2)
         canvas[top : top + nh, left : left + nw] = resized
@@ -110,7 +117,7 @@ def test_colour_mean_std_and_layout(colour, layout):
     assert tensor.shape == ((1, 3, 50, 70) if layout == "NCHW" else (1, 50, 70, 3))
     _close(tensor, reference(image, spec))
     # Spell out one pixel too, independent of the reference helper.
-    b, g, r = image[10, 20].astype(np.float64)
+    b, _g, r = image[10, 20].astype(np.float64)
     first = (r if colour == "RGB" else b) / 255
     got = tensor[0, 0, 10, 20] if layout == "NCHW" else tensor[0, 10, 20, 0]
     assert got == pytest.approx((first - 0.1) / 0.2, abs=1e-5)
@@ -223,3 +230,18 @@ def test_bad_images_are_rejected(image, error, message):
     for resize in ("letterbox_centre", "stretch", "centre_crop"):
         with pytest.raises(error, match=message):
             preprocess(image, Preprocess(input_size=(32, 32), resize=resize))
+
+
+
+def _inter_area(image: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize(("preset", "size"),
+                         [("nanodet", (320, 320)), ("fastestdet", (352, 352)), ("imagenet", (224, 224))])
+def test_area_presets_stay_within_one_level_of_inter_area(bear, preset, size):
+    spec = _spec(preset, size)
+    tensor, _ = preprocess(bear, spec)
+    want = reference(bear, spec, resample=_inter_area)
+    one_level = spec.scale / min(spec.std)
+    assert np.abs(tensor - want).max() <= one_level * (1 + 1e-4)

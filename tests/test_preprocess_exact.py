@@ -1,8 +1,10 @@
 """Preprocessing gives the same pixels on every CPU (issue 14): tensors of real photos pinned by hash.
 
 The hashes in ``tests/golden/preprocess_sha256.json`` were taken on an x86-64 workstation; every
-resize the presets use is bit-exact (``INTER_LINEAR_EXACT``, ``INTER_AREA``), so an arm64 device
-computes the same bytes. A mismatch means the pixels the model sees changed: a new OpenCV or
+resize the presets use is bit-exact (``INTER_LINEAR_EXACT``; ``area`` is the integer
+``edge.inference.exact_resize.resize_area``, since ``INTER_AREA`` came out off by one on arm64 in
+the FastestDet and ImageNet cases), so an arm64 device computes the same bytes
+(``scripts/arm64_check.sh`` checks it under qemu: 16/16). A mismatch means the pixels the model sees changed: a new OpenCV or
 libjpeg-turbo, or a change to preprocessing. Check the accuracy (``benchmarks/accuracy.py``), then
 regenerate with ``.venv/bin/python tests/test_preprocess_exact.py > tests/golden/preprocess_sha256.json``.
 """
