@@ -130,6 +130,9 @@ def quantize(
                       f"{' ...' if len(floats['searched']) > 12 else ''}" if floats["searched"] else "")
                    + (f" (search {times['search']:.1f} s)" if report["search"] else ""))
         print_latency_advice(report.get("latency"))
+        advice = summary.get("recommendation")
+        if advice:
+            typer.echo(f"  recommendation: {advice['use'].upper()}: {advice['why']}")
         typer.echo(f"  done in {times['total']:.1f} s; report: {report_path}")
     if not summary["within_budget"]:
         typer.echo(f"warning: the drop {report['final']['drop']:.2f} exceeds the budget "

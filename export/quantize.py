@@ -387,6 +387,10 @@ def quantize_model(
         if not within:
             logger.warning("INT8 drop %.2f exceeds the budget %.2f%s", final_score.drop, limit,
                            "" if search else " (search disabled)")
+        convs = conv_share(graph, float_nodes)
+        advice = recommendation(within=within, convs=convs)
+        if advice["use"] == "fp32":
+            logger.warning("%s", advice["why"])
         summary = {
             "format": "QDQ",
             "target": target,
@@ -405,6 +409,8 @@ def quantize_model(
             "int8": round(final_score.int8, 3),
             "drop": round(final_score.drop, 3),
             "within_budget": within,
+            "convolutions": convs,
+            "recommendation": advice,
             "held_out_images": len(held_out),
             "size_bytes": {"fp32": _size(src), "int8": _size(final)},
             "onnxruntime": _ort_version(),
@@ -443,6 +449,35 @@ def quantize_model(
                 _size(src) / 1024, _size(dst) / 1024, time.perf_counter() - started, final_score.metric,
                 final_score.drop, limit)
     return report
+
+
+#: Below this share of its convolutions in INT8, a model that meets the budget only by keeping the
+#: rest in float is better shipped as FP32 (issue 14: the INT8 file is then mostly float anyway).
+MIN_INT8_CONV_SHARE = 0.5
+
+
+def conv_share(graph: Any, float_nodes: list[str]) -> dict[str, Any]:
+    """How many of the graph's convolutions (Conv, ConvTranspose) run in INT8 in the final file."""
+    convs = [node.name for node in graph.nodes if node.op_type in ("Conv", "ConvTranspose")]
+    floats = set(float_nodes)
+    in_float = sum(1 for name in convs if name in floats)
+    total = len(convs)
+    return {"total": total, "float": in_float, "int8": total - in_float,
+            "int8_share": round((total - in_float) / total, 3) if total else None}
+
+
+def recommendation(*, within: bool, convs: dict[str, Any]) -> dict[str, str]:
+    """INT8 or FP32, and why: FP32 when the budget is missed, or met only with fewer than half the
+    convolutions in INT8."""
+    share = convs.get("int8_share")
+    if not within:
+        return {"use": "fp32", "why": "the INT8 file misses the accuracy budget: ship the FP32 file (or raise the "
+                                      "budget, calibrate on more photos, or try --types)"}
+    if share is not None and share < MIN_INT8_CONV_SHARE:
+        return {"use": "fp32", "why": f"the budget is met only with {convs['float']} of {convs['total']} "
+                                      f"convolutions kept in float ({share:.0%} in INT8, under "
+                                      f"{MIN_INT8_CONV_SHARE:.0%}): the INT8 file is mostly float; ship the FP32 file"}
+    return {"use": "int8", "why": f"within the budget with {convs['int8']} of {convs['total']} convolutions in INT8"}
 
 
 def _ort_version() -> str:

@@ -375,6 +375,10 @@ def test_cli_quantize_writes_the_model_and_its_report(stamped, assets, tmp_path)
     assert report["output"] == str(out) and out.is_file()
     assert json.loads((tmp_path / "fd.int8.onnx.report.json").read_text())["final"] == report["final"]
     assert report["search"] is None and report["quantization"]["within_budget"] is True
+    # FastestDet with only its decode tail in float: every convolution runs in INT8, ship INT8.
+    convs = report["quantization"]["convolutions"]
+    assert convs["total"] > 10 and convs["float"] == 0 and convs["int8_share"] == 1.0
+    assert report["quantization"]["recommendation"]["use"] == "int8"
 
     strict = CliRunner().invoke(app, [
         "export", "quantize", str(stamped["fastestdet"]), "-o", str(tmp_path / "strict.onnx"),
@@ -384,6 +388,9 @@ def test_cli_quantize_writes_the_model_and_its_report(stamped, assets, tmp_path)
     assert "model-only latency on this machine (" in strict.stdout and "INT8/FP32 x" in strict.stdout
     if strict.exit_code == 1:
         assert "exceeds the budget" in strict.stderr
+        assert "recommendation: FP32: the INT8 file misses the accuracy budget" in strict.stdout
+    else:
+        assert "recommendation: INT8: within the budget with" in strict.stdout
 
 
 def test_cli_quantize_reports_errors_in_one_line(stamped, assets, tmp_path, monkeypatch):
@@ -503,3 +510,24 @@ def test_export_refuses_a_target_without_int8_or_an_unknown_one(tmp_path):
         export_model("detect", "model.onnx", tmp_path / "o.onnx", target="pi4")
     with pytest.raises(ValueError, match="--target must be one of host, pi4, pi5, zero2w, arm64"):
         export_model("detect", "model.onnx", tmp_path / "o.onnx", int8=True, calib=tmp_path, target="pi3")
+
+
+def test_a_model_that_needs_most_convolutions_in_float_is_recommended_as_fp32():
+    """Issue 14, item 4: within the budget but with under half the convolutions in INT8 -> FP32."""
+    from onnx import TensorProto, helper
+
+    from export.graph import Graph
+    from export.quantize import conv_share, recommendation
+
+    nodes = [helper.make_node("Conv", [f"x{i}", "w"], [f"x{i + 1}"], name=f"conv{i}") for i in range(4)]
+    nodes.append(helper.make_node("Relu", ["x4"], ["y"], name="relu"))
+    graph = Graph(helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])))
+    three = conv_share(graph, ["conv0", "conv1", "conv2", "relu"])
+    assert three == {"total": 4, "float": 3, "int8": 1, "int8_share": 0.25}
+    advice = recommendation(within=True, convs=three)
+    assert advice["use"] == "fp32" and "3 of 4 convolutions kept in float (25% in INT8" in advice["why"]
+    two = conv_share(graph, ["conv0", "conv1"])
+    assert recommendation(within=True, convs=two)["use"] == "int8"  # half in INT8 is enough
+    assert recommendation(within=False, convs=two)["use"] == "fp32"
