@@ -161,6 +161,13 @@ def verify(
     target_latency: Annotated[Optional[float], typer.Option(
         help="Model-only latency (ms) the deployment needs: says which model meets it on this machine, or "
              "the input size to export at ('wildedge export detector --imgsz N').")] = None,
+    emulate_root: Annotated[Optional[Path], typer.Option(
+        "--emulate-root", help="An arm64 root built by scripts/arm64_check.sh: also run both models there under "
+                               "qemu (a Pi's CPU) and report the accuracy on it next to this machine's (as root).")]
+    = None,
+    emulate_cpu: Annotated[str, typer.Option(
+        help="QEMU_CPU for --emulate-root: cortex-a72 (Pi 4), cortex-a76 (Pi 5), cortex-a53 (Zero 2 W).")]
+    = "cortex-a72",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Compare INT8 with FP32: mAP, recall, agreement, latency and size; writes INT8.verify.json."""
@@ -174,7 +181,7 @@ def verify(
         raise _fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     try:
         report = run_verify(fp32, int8, images, labels=labels, class_map=class_map, threads=threads, runs=runs,
-                            bootstrap=bootstrap)
+                            bootstrap=bootstrap, emulate_root=emulate_root, emulate_cpu=emulate_cpu)
         from edge.inference.card import read_card
         from export.guidance import advise
 
@@ -208,6 +215,18 @@ def verify(
         interval = report.map50_drop_interval
         typer.echo(f"  mAP@0.5 drop: {report.map50_drop:.2f} points"
                    + (f" (90 % bootstrap interval {interval[0]:.2f} .. {interval[1]:.2f})" if interval else ""))
+    if report.emulated is not None:
+        emu = report.emulated
+        typer.echo(f"  on {emu['machine']} (onnxruntime {emu['onnxruntime']}, {emu['seconds']:.0f} s):")
+        for name in ("fp32", "int8"):
+            side, boxes = emu[name], emu[name]["boxes_vs_host"]
+            acc = side["accuracy"]
+            typer.echo(f"    {name.upper()}: " + (f"mAP@0.5 {acc['map50']:.3f}, " if acc else "")
+                       + f"{boxes['matched']}/{boxes['host_detections']} of this machine's boxes (score > "
+                       f"{boxes['conf']:g}) at IoU > {boxes['iou']:g}, {boxes['exact']} exact; "
+                       f"{side['seconds_per_photo']:.2f} s a photo emulated")
+        if emu.get("map50_drop") is not None:
+            typer.echo(f"    mAP@0.5 drop on the emulated device: {emu['map50_drop']:.2f} points")
     ag = report.agreement
     if ag.task == "detect":
         typer.echo(f"  agreement: {ag.matched}/{ag.reference} FP32 detections matched ({ag.fraction:.3f}), "

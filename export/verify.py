@@ -113,6 +113,7 @@ class VerifyReport:
     class_map: dict[str, str] | None
     seconds: float
     map50_drop_interval: tuple[float, float] | None = None  # 90 % paired bootstrap, with bootstrap > 0
+    emulated: dict[str, Any] | None = None  # the same photos on an emulated arm64 CPU (--emulate-root)
 
     @property
     def map50_drop(self) -> float | None:
@@ -140,6 +141,7 @@ class VerifyReport:
             "map50_drop_interval": list(self.map50_drop_interval) if self.map50_drop_interval else None,
             "latency_ratio": self.latency_ratio, "size_ratio": self.size_ratio,
             "threads": self.threads, "runs": self.runs, "seconds": round(self.seconds, 2),
+            "emulated": self.emulated,
         }
 
 
@@ -153,6 +155,8 @@ def verify(
     threads: int | None = None,
     runs: int = 50,
     bootstrap: int = 0,
+    emulate_root: str | os.PathLike[str] | None = None,
+    emulate_cpu: str = "cortex-a72",
 ) -> VerifyReport:
     """Compare ``int8`` with ``fp32`` on the photos under ``images``.
 
@@ -166,6 +170,8 @@ def verify(
         threads: onnxruntime threads for both models (default: cores, at most 4).
         runs: ``session.run`` calls per model for the latency median.
         bootstrap: resamples for a 90 % interval of the mAP@0.5 drop (0: none; needs labels).
+        emulate_root: an arm64 root built by scripts/arm64_check.sh: both models also run there under
+            qemu (``QEMU_CPU=emulate_cpu``), scored with the same labels (detectors only; needs root).
 
     Raises:
         ExportError: the photos, labels or models do not fit together.
@@ -212,11 +218,47 @@ def verify(
     if bootstrap and gt is not None:
         interval = map50_drop_interval(results["fp32"][0], results["int8"][0], gt, class_map=mapping,
                                        samples=bootstrap)
+    emulated = None
+    if emulate_root is not None:
+        emulated = _emulated(Path(emulate_root), emulate_cpu, card.task, fp32_path, int8_path, files, root, gt,
+                             mapping, conf, results, threads)
     latencies = paired_latency([fp32_path, int8_path], sample_tensor(files, card), threads=threads, runs=runs)
     sides = {name: ModelResult(str(path), path.stat().st_size, latency, results[name][1])
              for (name, path), latency in zip((("fp32", fp32_path), ("int8", int8_path)), latencies)}
     report = VerifyReport(card.task, len(files), sides["fp32"], sides["int8"], agreement, threads, runs, conf,
-                          mapping, time.perf_counter() - started, interval)
+                          mapping, time.perf_counter() - started, interval, emulated)
     logger.info("verify: agreement %.3f, latency x%.2f, size x%.2f in %.1f s", agreement.fraction,
                 report.latency_ratio, report.size_ratio, report.seconds)
     return report
+
+
+def _emulated(root: Path, cpu: str, task: str, fp32: Path, int8: Path, files: list[Path], photos: Path, gt: Any,
+              mapping: Any, conf: float, host: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Both models on the emulated arm64 CPU: accuracy with the same labels, the agreement of its INT8
+    with its FP32, and how closely its boxes follow the host's (export/emulate.py)."""
+    from export.emulate import box_agreement, detect_in_root, file_results
+
+    if task != "detect":
+        raise ExportError("--emulate-root verifies detectors (classifiers: compare their outputs on the host)")
+    t = time.perf_counter()
+    raw = detect_in_root(root, [fp32, int8], files, photos, threads=threads, cpu=cpu)
+    out: dict[str, Any] = {"machine": f"{raw['machine']} (qemu {raw['qemu_cpu']})", "onnxruntime": raw["onnxruntime"],
+                           "opencv": raw["opencv"], "numpy": raw["numpy"], "seconds": round(time.perf_counter() - t, 1)}
+
+    def rows(predictions: list[Any]) -> list[dict[str, Any]]:
+        return [{"file": r.file, "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label]
+                                                for d in r.detections]} for r in predictions]
+
+    arm, accuracy = {}, {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        arm[name] = file_results(raw["models"][path.name]["results"])
+        accuracy[name] = evaluate(arm[name], gt, class_map=mapping, conf=conf) if gt is not None else None
+        out[name] = {"accuracy": accuracy[name].to_dict() if accuracy[name] else None,
+                     "seconds_per_photo": raw["models"][path.name]["seconds_per_photo"],
+                     "boxes_vs_host": box_agreement(rows(host[name][0]), rows(arm[name]))}
+    out["agreement"] = detection_agreement(arm["fp32"], arm["int8"], conf).to_dict()
+    if gt is not None:
+        out["map50_drop"] = 100.0 * (accuracy["fp32"].map50 - accuracy["int8"].map50)
+    logger.info("verify: emulated %s in %.1f s", out["machine"], out["seconds"])
+    return out
+

@@ -19,30 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-MATCH_CONF = 0.3  # host detections counted for the box agreement
-MATCH_IOU = 0.9
-EXACT_IOU = 0.99  # issue 14's acceptance: same boxes at IoU > 0.99 ...
-EXACT_SCORE = 1e-3  # ... and scores within 1e-3
-
-
-def _hwcaps() -> dict[str, Any]:
-    """AT_HWCAP/AT_HWCAP2 as the process sees them (under qemu-user: the features of QEMU_CPU)."""
-    if platform.machine() != "aarch64":
-        return {}
-    import ctypes
-
-    getauxval = ctypes.CDLL(None).getauxval
-    getauxval.restype = ctypes.c_ulong
-    hwcap, hwcap2 = getauxval(16), getauxval(26)
-    return {"hwcap": hex(hwcap), "hwcap2": hex(hwcap2), "asimddp": bool(hwcap & (1 << 20)),
-            "fphp": bool(hwcap & (1 << 9)), "i8mm": bool(hwcap2 & (1 << 13))}
+from export.emulate import box_agreement  # the one box matcher, shared with `export verify --emulate-root`
 
 
 def pick_photos(photos: Path, limit: int | None) -> list[Path]:
@@ -53,89 +35,19 @@ def pick_photos(photos: Path, limit: int | None) -> list[Path]:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    import cv2
-    import numpy as np
-    import onnxruntime as ort
-
-    from export.measure import MAP_CONF, detect_files, relative_names
+    from export.emulate import detect_to_json
 
     root = Path(args.photos)
     files = pick_photos(root, args.limit)
     if not files:
         print(f"arm64_eval: no photos in {root}", file=sys.stderr)
         return 2
-    out: dict[str, Any] = {
-        "machine": platform.machine(), "qemu_cpu": os.environ.get("QEMU_CPU"), "cpu_features": _hwcaps(),
-        "python": platform.python_version(), "onnxruntime": ort.__version__, "opencv": cv2.__version__,
-        "numpy": np.__version__, "threads": args.threads, "photos": relative_names(files, root), "models": {},
-    }
-    for model in args.models:
-        started = time.perf_counter()
-        results = detect_files(model, files, root, conf=MAP_CONF, threads=args.threads)
-        seconds = time.perf_counter() - started
-        out["models"][Path(model).name] = {
-            "seconds": round(seconds, 3), "seconds_per_photo": round(seconds / len(files), 4),
-            "results": [{"file": r.file, "width": r.width, "height": r.height, "failure": r.failure,
-                         "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label]
-                                        for d in r.detections]} for r in results],
-        }
-        print(f"{platform.machine()}: {Path(model).name}: {len(files)} photos in {seconds:.1f} s "
-              f"({seconds / len(files):.2f} s/photo)", file=sys.stderr)
+    out = detect_to_json(args.models, files, root, threads=args.threads)
+    for name, model in out["models"].items():
+        print(f"{platform.machine()}: {name}: {len(files)} photos in {model['seconds']:.1f} s "
+              f"({model['seconds_per_photo']:.2f} s/photo)", file=sys.stderr)
     Path(args.out).write_text(json.dumps(out))
     return 0
-
-
-def _file_results(entries: list[dict[str, Any]]) -> list[Any]:
-    from edge.batch.results import FileResult
-    from edge.inference.detector import Detection
-
-    return [FileResult(e["file"], e["width"], e["height"],
-                       [Detection(tuple(box), score, class_id, label) for box, score, class_id, label in e["detections"]],
-                       e["failure"]) for e in entries]
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_agreement(host: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict[str, Any]:
-    """Host detections with score > MATCH_CONF that an arm64 detection of the same label matches.
-
-    One-to-one, host detections in score order, each taking its best-IoU unused arm64 box of the
-    same label (any arm64 score: a 0.31 on one side and 0.29 on the other is the same object).
-    ``matched`` counts IoU > 0.9; ``exact`` counts IoU > 0.99 with scores within 1e-3.
-    """
-    by_file = {e["file"]: e["detections"] for e in arm}
-    total = matched = exact = 0
-    worst_score = 0.0
-    for entry in host:
-        others = by_file.get(entry["file"], [])
-        used: set[int] = set()
-        for box, score, _, label in sorted(entry["detections"], key=lambda d: -d[1]):
-            if score <= MATCH_CONF:
-                continue
-            total += 1
-            best, best_iou = None, 0.0
-            for k, (obox, _, _, olabel) in enumerate(others):
-                if k in used or olabel != label:
-                    continue
-                iou = _iou(box, obox)
-                if iou > best_iou:
-                    best, best_iou = k, iou
-            if best is None or best_iou <= MATCH_IOU:
-                continue
-            used.add(best)
-            matched += 1
-            diff = abs(score - others[best][1])
-            worst_score = max(worst_score, diff)
-            exact += best_iou > EXACT_IOU and diff <= EXACT_SCORE
-    return {"host_detections": total, "matched": matched, "fraction": matched / total if total else None,
-            "exact": exact, "exact_fraction": exact / total if total else None,
-            "max_score_diff_matched": worst_score, "conf": MATCH_CONF, "iou": MATCH_IOU}
 
 
 def pixel_check(golden: Path, pixels: Path) -> dict[str, Any]:
@@ -152,6 +64,7 @@ def pixel_check(golden: Path, pixels: Path) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from export.emulate import file_results
     from export.evaluate import evaluate
     from export.measure import load_labels, resolve_class_map, subset_gt
 
@@ -176,7 +89,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if other is None:
             print(f"arm64_eval: {name} missing from the arm64 run", file=sys.stderr)
             return 2
-        scores = {k: evaluate(_file_results(s["results"]), gt, class_map=class_map)
+        scores = {k: evaluate(file_results(s["results"]), gt, class_map=class_map)
                   for k, s in (("host", side), ("arm64", other))}
         agreement = box_agreement(side["results"], other["results"])
         a, b = 100 * scores["host"].map50, 100 * scores["arm64"].map50

@@ -169,3 +169,53 @@ def test_pixel_check_names_the_cases_that_differ(tmp_path: Path) -> None:
                                                                "b": {"decoded": "3", "tensor": "5"}}}))
     got = _helper().pixel_check(golden, pixels)
     assert (got["cases"], got["equal"], got["differ"]) == (2, 1, {"b": "tensor"})
+
+
+# -- wildedge export verify --emulate-root -----------------------------------------------------------------
+
+def _verify(*args: str) -> subprocess.CompletedProcess[str]:
+    wildedge = str(Path(sys.executable).with_name("wildedge"))
+    return subprocess.run([wildedge, "export", "verify", *args], capture_output=True, text=True, timeout=1800,
+                          check=False)
+
+
+@pytest.mark.assets
+def test_verify_refuses_a_folder_that_is_no_arm64_root_in_one_line(stamped: dict[str, Path], assets: Path,
+                                                                   tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted((assets / "voc2007_labeled" / "images").iterdir())[0], photos)
+    model = str(stamped["fastestdet"])
+    done = _verify(model, model, "--images", str(photos), "--runs", "1", "--emulate-root", str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not an arm64 root with wildedge installed" in lines[0]
+    assert "scripts/arm64_check.sh --root" in lines[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_verify_reports_the_emulated_device_next_to_the_host(stamped: dict[str, Path], assets: Path,
+                                                             tmp_path: Path) -> None:
+    """FP32 of FastestDet on 4 VOC photos: the emulated Pi 4 finds the same boxes, to the last digit."""
+    root = os.environ.get("WILDEDGE_ARM64_ROOT")
+    if not root or not (Path(root) / ".wildedge-arm64-root").is_file():
+        pytest.skip("set WILDEDGE_ARM64_ROOT to a root built by scripts/arm64_check.sh (with this wildedge) to "
+                    "run the emulated verify")
+    if os.geteuid() != 0:
+        pytest.skip("the emulated verify needs root (chroot)")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((assets / "voc2007_labeled" / "images").iterdir())[:4]:
+        shutil.copy(path, photos)
+    model = str(stamped["fastestdet"])
+    done = _verify(model, model, "--images", str(photos), "--runs", "1", "--json", "--gt-labels",
+                   str(assets / "voc2007_labeled" / "labels_coco_json" / "instances_default.json"),
+                   "--class-map", "voc2coco", "--emulate-root", root)
+    assert done.returncode == 0, done.stderr
+    emulated = json.loads(done.stdout)["emulated"]
+    assert emulated["machine"] == "aarch64 (qemu cortex-a72)"
+    boxes = emulated["fp32"]["boxes_vs_host"]
+    assert boxes["host_detections"] > 0 and boxes["exact"] == boxes["host_detections"]
+    host = json.loads(done.stdout)["fp32"]["accuracy"]["map50"]
+    assert emulated["fp32"]["accuracy"]["map50"] == pytest.approx(host, abs=1e-9)
