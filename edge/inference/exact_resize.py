@@ -168,16 +168,31 @@ def _shrink_by_taps(image: np.ndarray, width: int, height: int) -> tuple[np.ndar
     return both, row_cells * col_cells
 
 
+#: Output rows per band of :func:`_shrink_by_integral`: the integral of a whole 12 MP photo is 37 MB
+#: of int32 (58 MB at peak), a band's a few MB; integer sums are exact whatever the banding.
+_BAND_ROWS = 32
+
+
 def _shrink_by_integral(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int]:
-    """The same sums as ``_shrink_by_taps``, read off the integral image at the cell corners."""
+    """The same sums as ``_shrink_by_taps``, read off the integral image at the cell corners, one
+    band of output rows at a time (the integral of just the input rows the band covers)."""
     in_h, in_w = image.shape[:2]
     r, rp, r_cells, r_units = _cell_edges(in_h, height)
     c, cp, c_cells, c_units = _cell_edges(in_w, width)
     if 255 * in_h * in_w * r_units * c_units * 4 > _INT64_MAX:
         raise ValueError(f"image {in_w}x{in_h} is too large to resize to {width}x{height}")
-    corners = _edge_values(_integral(image), (r, rp, r_units), (c, cp, c_units))
-    # Each cell: the corner values' difference is the exact weighted sum, in units of 1/(Iy*Ix) pixel.
-    return corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1], r_cells * c_cells
+    total = None
+    for a in range(0, height, _BAND_ROWS):
+        b = min(height, a + _BAND_ROWS)
+        top, bottom = int(r[a]), min(in_h, int(r[b]) + 1)  # the band's last edge may reach into row r[b]
+        corners = _edge_values(_integral(image[top:bottom]), (r[a:b + 1] - top, rp[a:b + 1], r_units),
+                               (c, cp, c_units))
+        # Each cell: the corner values' difference is the exact weighted sum, in units of 1/(Iy*Ix) pixel.
+        part = corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
+        if total is None:
+            total = np.empty((height, *part.shape[1:]), part.dtype)
+        total[a:b] = part
+    return total, r_cells * c_cells
 
 
 def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
