@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from broker import Mosquitto  # noqa: E402
+from daemon_helpers import folder_config  # noqa: E402
 from mqtt_helpers import Subscriber  # noqa: E402
 
 from edge.commands import sign_command  # noqa: E402
@@ -236,34 +237,12 @@ def run_day(args: argparse.Namespace, rng: random.Random, work: Path, disk: Path
     (work / "broker").mkdir()
     broker = Mosquitto(work / "broker", max_queued_messages=100_000, autosave_interval=1)
     broker.start()
-    config = work / "wildedge.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{state}"
-timezone = "UTC"
-[camera]
-type = "folder"
-path = "{watched}"
-mode = "watch"
-settle = "0.3s"
-poll = "0.2s"
-[detector]
-model = "{model}"
-[storage]
-save_images = "detections"
-min_free = "2MB"
-reserve = "2MB"
-[health]
-interval = "2s"
-[mqtt]
-url = "{broker.url}"
-crops = true
-crop_min_interval = "1s"
-require_subscriber = true
-command_key_file = "{key_file}"
-drain_timeout = "1s"
-""")
+    config = folder_config(
+        work / "wildedge.toml", state=state, photos=watched, model=model, device='timezone = "UTC"',
+        camera='mode = "watch"\nsettle = "0.3s"\npoll = "0.2s"',
+        storage='save_images = "detections"\nmin_free = "2MB"\nreserve = "2MB"',
+        extra=f'[health]\ninterval = "2s"\n[mqtt]\nurl = "{broker.url}"\ncrops = true\ncrop_min_interval = "1s"\n'
+              f'require_subscriber = true\ncommand_key_file = "{key_file}"\ndrain_timeout = "1s"')
     faketime_file = work / "faketime"
     faketime_file.write_text("+0\n")
     env = dict(os.environ)

@@ -77,39 +77,13 @@ class Subscriber:
 def daemon_config(tmp_path: Path, *, model: Path, photos: Path, url: str, extra: str = "",
                   mqtt_extra: str = "", camera: str = "") -> Path:
     """A TOML config: folder camera over ``photos``, the stamped ``model``, MQTT to ``url``."""
-    path = tmp_path / "wildedge.toml"
-    path.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{tmp_path / 'state'}"
-timezone = "UTC"
+    from daemon_helpers import folder_config
 
-[camera]
-type = "folder"
-path = "{photos}"
-{camera}
-
-[detector]
-model = "{model}"
-conf = 0.15
-
-[privacy]
-person = "keep"
-
-[storage]
-min_free = 0
-
-[health]
-interval = "1s"
-
-[mqtt]
-url = "{url}"
-keepalive = "5s"
-drain_timeout = "30s"
-{mqtt_extra}
-{extra}
-""")
-    return path
+    return folder_config(
+        tmp_path / "wildedge.toml", state=tmp_path / "state", photos=photos, model=model, device='timezone = "UTC"',
+        camera=camera, detector="conf = 0.15",
+        extra=f'[privacy]\nperson = "keep"\n[health]\ninterval = "1s"\n[mqtt]\nurl = "{url}"\nkeepalive = "5s"\n'
+              f'drain_timeout = "30s"\n{mqtt_extra}\n{extra}')
 
 
 class V311OnlyProxy:
