@@ -61,24 +61,10 @@ def _config(tmp_path: Path, stamped: dict[str, Path], classifier: Path, classes:
     photos = tmp_path / "photos"
     photos.mkdir(exist_ok=True)
     shutil.copy(photo, photos / photo.name)
-    path = tmp_path / "trap.toml"
-    path.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{tmp_path / 'state'}"
-[camera]
-type = "folder"
-path = "{photos}"
-[detector]
-model = "{stamped['fastestdet']}"
-conf = 0.15
-[classifier]
-model = "{classifier}"
-classes = {classes!r}
-[storage]
-min_free = 0
-""".replace("'", '"'))
-    return path
+    classes_toml = "[" + ", ".join(f'"{name}"' for name in classes) + "]"
+    return folder_config(tmp_path / "trap.toml", state=tmp_path / "state", photos=photos,
+                         model=stamped["fastestdet"], detector="conf = 0.15",
+                         extra=f'[classifier]\nmodel = "{classifier}"\nclasses = {classes_toml}')
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
