@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import paho.mqtt.client as paho
 from broker import Mosquitto
-from mqtt_drain import LABELS, SPECIES, burst_records
+from mqtt_drain import LABELS, SPECIES, _median, burst_records
 from paho.mqtt.enums import CallbackAPIVersion
 from pg import PostgresCluster, find_bindir
 
@@ -433,10 +433,6 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def _median(values: Iterator[float] | list[float]) -> float:
-    return round(statistics.median(values), 4)
 
 
 def summarise(backend: str, n: int, rounds: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:

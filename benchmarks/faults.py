@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from broker import Mosquitto  # noqa: E402
-from daemon_helpers import folder_config  # noqa: E402
+from daemon_helpers import fill_disk, folder_config  # noqa: E402
 from mqtt_helpers import Subscriber  # noqa: E402
 
 from edge.commands import sign_command  # noqa: E402
@@ -141,20 +141,7 @@ def stamp_detector(out: Path) -> Path:
     return dst
 
 
-def fill_disk(folder: Path) -> Path:
-    path = folder / "filler"
-    block = os.urandom(256 * 1024)
-    with open(path, "wb", buffering=0) as fh:
-        for size in (len(block), 4096, 512):
-            try:
-                while True:
-                    fh.write(block[:size])
-            except OSError:
-                pass
-    return path
-
-
-def hostile_commands(rng: random.Random, prefix: str) -> list[tuple[str, bytes, bool]]:
+def hostile_command(rng: random.Random, prefix: str) -> tuple[str, bytes, bool]:
     """(topic, payload, retain) of one hostile command, chosen at random."""
     now = int(time.time())
     name = rng.choice(["capture", "set", "status", "ping", "reboot", "../set", "set/x"])
@@ -185,7 +172,7 @@ def hostile_commands(rng: random.Random, prefix: str) -> list[tuple[str, bytes, 
         payload = json.dumps({"id": 5, "burst": "all", "sig": "00" * 32, "ts": "now"}).encode()
     else:
         payload = json.dumps({"id": "n" * 10_000}).encode()
-    return [(f"{prefix}/cmd/{name}", payload, rng.random() < 0.1)]
+    return f"{prefix}/cmd/{name}", payload, rng.random() < 0.1
 
 
 def main() -> int:
@@ -287,10 +274,10 @@ def run_day(args: argparse.Namespace, rng: random.Random, work: Path, disk: Path
                 pub.publish("wildedge/trap-01/cmd/ping", json.dumps(body), qos=1)
                 commands["signed_pings"] += 1
             else:
-                for topic, payload, retain in hostile_commands(rng, "wildedge/trap-01"):
-                    pub.publish(topic, payload, qos=1, retain=retain)
-                    commands["hostile"] += 1
-                    commands["replays"] += payload is REPLAYED
+                topic, payload, retain = hostile_command(rng, "wildedge/trap-01")
+                pub.publish(topic, payload, qos=1, retain=retain)
+                commands["hostile"] += 1
+                commands["replays"] += payload is REPLAYED
             time.sleep(0.2)
 
     threads = [threading.Thread(target=feeder, daemon=True), threading.Thread(target=commander, daemon=True)]

@@ -47,15 +47,13 @@ def export(
                              "the detectors' own labels. megadetector format only.")] = "native",
 ) -> None:
     """Export the collected events as MegaDetector 1.6 JSON, a Camtrap DP package, COCO JSON or CSV."""
-    from edge.outputs.event_writers import FORMATS
+    from edge.outputs.event_writers import FORMATS, categories_problem
     from edge.outputs.events import parse_when
 
     if fmt not in FORMATS:
         fail(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
-    if categories not in ("native", "megadetector"):
-        fail(f"--categories {categories!r} is unknown; choose native or megadetector")
-    if categories != "native" and fmt != "megadetector":
-        fail(f"--categories {categories} applies to --format megadetector only, not {fmt}")
+    if (problem := categories_problem(categories, fmt)) is not None:
+        fail(problem)
     try:
         lo = parse_when(since, option="--since") if since else None
         hi = parse_when(until, option="--until", end_of_day=True) if until else None

@@ -85,6 +85,11 @@ def read_throttled(root: Path = ROOT) -> dict[str, object] | None:
         word = int(raw.strip(), 16)
     except ValueError:
         return None
+    return decode_throttled(word)
+
+
+def decode_throttled(word: int) -> dict[str, object]:
+    """The firmware's get_throttled word as ``{"raw": word, flag: bool, ...}`` (:data:`THROTTLE_BITS`)."""
     flags: dict[str, object] = {"raw": word}
     flags.update({name: bool(word >> bit & 1) for name, bit in THROTTLE_BITS.items()})
     return flags

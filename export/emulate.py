@@ -74,11 +74,16 @@ def detect_to_json(models: Sequence[Path], files: Sequence[Path], root: Path, *,
         seconds = time.perf_counter() - started
         out["models"][Path(model).name] = {
             "seconds": round(seconds, 3), "seconds_per_photo": round(seconds / max(1, len(files)), 4),
-            "results": [{"file": r.file, "width": r.width, "height": r.height, "failure": r.failure,
-                         "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label]
-                                        for d in r.detections]} for r in results],
+            "results": detection_rows(results),
         }
     return out
+
+
+def detection_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """``FileResult`` s as JSON entries, every box at full float precision (:func:`file_results` reverses it)."""
+    return [{"file": r.file, "width": r.width, "height": r.height, "failure": r.failure,
+             "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label] for d in r.detections]}
+            for r in results]
 
 
 def file_results(entries: list[dict[str, Any]]) -> list[Any]:

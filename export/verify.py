@@ -236,7 +236,7 @@ def _emulated(root: Path, cpu: str, task: str, fp32: Path, int8: Path, files: li
               mapping: Any, conf: float, host: dict[str, Any], threads: int) -> dict[str, Any]:
     """Both models on the emulated arm64 CPU: accuracy with the same labels, the agreement of its INT8
     with its FP32, and how closely its boxes follow the host's (export/emulate.py)."""
-    from export.emulate import box_agreement, detect_in_root, file_results
+    from export.emulate import box_agreement, detect_in_root, detection_rows, file_results
 
     if task != "detect":
         raise ExportError("--emulate-root verifies detectors (classifiers: compare their outputs on the host)")
@@ -245,17 +245,14 @@ def _emulated(root: Path, cpu: str, task: str, fp32: Path, int8: Path, files: li
     out: dict[str, Any] = {"machine": f"{raw['machine']} (qemu {raw['qemu_cpu']})", "onnxruntime": raw["onnxruntime"],
                            "opencv": raw["opencv"], "numpy": raw["numpy"], "seconds": round(time.perf_counter() - t, 1)}
 
-    def rows(predictions: list[Any]) -> list[dict[str, Any]]:
-        return [{"file": r.file, "detections": [[list(map(float, d.box)), float(d.score), d.class_id, d.label]
-                                                for d in r.detections]} for r in predictions]
-
     arm, accuracy = {}, {}
     for name, path in (("fp32", fp32), ("int8", int8)):
         arm[name] = file_results(raw["models"][path.name]["results"])
         accuracy[name] = evaluate(arm[name], gt, class_map=mapping, conf=conf) if gt is not None else None
         out[name] = {"accuracy": accuracy[name].to_dict() if accuracy[name] else None,
                      "seconds_per_photo": raw["models"][path.name]["seconds_per_photo"],
-                     "boxes_vs_host": box_agreement(rows(host[name][0]), rows(arm[name]))}
+                     "boxes_vs_host": box_agreement(detection_rows(host[name][0]),
+                                                    raw["models"][path.name]["results"])}
     out["agreement"] = detection_agreement(arm["fp32"], arm["int8"], conf).to_dict()
     if gt is not None:
         out["map50_drop"] = 100.0 * (accuracy["fp32"].map50 - accuracy["int8"].map50)

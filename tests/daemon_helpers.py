@@ -3,6 +3,8 @@ processes, and running ``wildedge run`` as a process that is SIGKILLed mid-strea
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import shutil
 import signal
@@ -140,4 +142,20 @@ model = "{model}"
 {storage}
 {extra}
 """)
+    return path
+
+
+def fill_disk(folder: Path, name: str = "filler") -> Path:
+    """What another program does: write into ``folder`` until its disk is full (ENOSPC), down to the
+    last 512 bytes; the filler's path."""
+    path = folder / name
+    block = os.urandom(64 * 1024)
+    with open(path, "wb", buffering=0) as fh:
+        for size in (len(block), 4096, 512):
+            try:
+                while True:
+                    fh.write(block[:size])
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
     return path

@@ -4,7 +4,6 @@ open and retention run, and the outbox is bounded by bytes with crops the first 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from daemon_helpers import WILDEDGE, folder_config, frame_count, wait_until
+from daemon_helpers import WILDEDGE, fill_disk, folder_config, frame_count, wait_until
 
 from edge.clock import FakeClock
 from edge.store import (
@@ -57,27 +56,6 @@ def small_disk(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
 
 
-def fill(folder: Path, name: str = "filler") -> Path:
-    """What another program does: write until the disk is full (ENOSPC); the filler's path."""
-    path = folder / name
-    block = os.urandom(64 * 1024)
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(block)
-                fh.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
-    small = block[:512]
-    with open(path, "ab", buffering=0) as fh:  # the last partial block
-        try:
-            while True:
-                fh.write(small)
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
-    return path
-
-
 # -- the pieces ----------------------------------------------------------------------------------------
 
 def _frame_event(clock: FakeClock) -> tuple[FrameRecord, EventRecord]:
@@ -95,7 +73,7 @@ def test_store_write_on_a_full_disk_raises_disk_full_and_works_after_the_reserve
     reserve = DiskReserve(state, size=MB)
     with Store(state / "wildedge.db", images_dir=state / "images", clock=clock) as store:
         assert reserve.ensure() and reserve.held
-        fill(small_disk)
+        fill_disk(small_disk)
         frames = []
         with pytest.raises(DiskFullError) as caught:
             for _ in range(2000):  # SQLite has a few free pages in hand: the disk shows after a few commits
@@ -233,7 +211,7 @@ def test_another_programs_filler_file_neither_stops_the_daemon_nor_its_restart(t
         wait_until(lambda: (state / "reserve").exists() or proc.poll() is not None, timeout=30)
         assert proc.poll() is None
         assert _images(state) == 1
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         for src in sources[1:5]:
             shutil.copy(src, photos)
         wait_until(lambda: frame_count(db) == 5 or proc.poll() is not None, timeout=90)
@@ -262,7 +240,7 @@ def test_another_programs_filler_file_neither_stops_the_daemon_nor_its_restart(t
 
         # Filled to the last byte while the daemon is stopped, with the reserve held: the start
         # gives the reserve back before it opens the store, and records.
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         proc = start()
         for src in sources[8:10]:
             shutil.copy(src, photos)
@@ -296,7 +274,7 @@ def test_start_on_a_disk_full_to_the_last_byte_without_a_reserve(tmp_path, small
     kept = _images(state)
     assert kept >= 2
     (state / "reserve").unlink()
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     for src in sources[6:8]:
         shutil.copy(src, photos)
     second = subprocess.run(run, capture_output=True, text=True, timeout=120)
@@ -313,7 +291,7 @@ def test_start_on_a_disk_full_to_the_last_byte_without_a_reserve(tmp_path, small
     (state / "images").mkdir(mode=0o700)
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), state / "reserve"):
         path.unlink(missing_ok=True)
-    fill(small_disk, "filler-2")
+    fill_disk(small_disk, "filler-2")
     third = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert third.returncode == 1
     errors = [line for line in third.stderr.splitlines() if line.startswith("error:")]

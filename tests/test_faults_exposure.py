@@ -12,12 +12,11 @@ import shutil
 import stat
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import WILDEDGE, daemon_in_thread, external_trigger_config, wait_until
+from daemon_helpers import WILDEDGE, daemon_in_thread, external_trigger_config, folder_config, wait_until
 from mqtt_helpers import Subscriber
 
 from edge.config import config_from_dict
@@ -133,23 +132,8 @@ def test_wildedge_run_tightens_an_old_store_once(tmp_path, assets, stamped, umas
     photos.mkdir()
     for src in sorted((assets / PHOTOS).iterdir())[:2]:
         shutil.copy(src, photos / src.name)
-    cfg = tmp_path / "wildedge.toml"
-    cfg.write_text(textwrap.dedent(f"""
-        [device]
-        id = "trap-01"
-        state_dir = "{state}"
-        timezone = "UTC"
-        [camera]
-        type = "folder"
-        path = "{photos}"
-        [detector]
-        model = "{stamped['fastestdet']}"
-        conf = 0.15
-        [privacy]
-        person = "keep"
-        [storage]
-        min_free = 0
-    """))
+    cfg = folder_config(tmp_path / "wildedge.toml", state=state, photos=photos, model=stamped["fastestdet"],
+                        device='timezone = "UTC"', detector="conf = 0.15", extra='[privacy]\nperson = "keep"')
     done = subprocess.run([*WILDEDGE, "run", "--config", str(cfg), "--once"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr

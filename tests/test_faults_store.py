@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from daemon_helpers import WILDEDGE, frame_count, wait_until
+from daemon_helpers import WILDEDGE, folder_config, frame_count, wait_until
 
 from edge.clock import FakeClock
 from edge.errors import StoreError
@@ -180,23 +180,8 @@ def test_daemon_stops_when_its_database_is_deleted(tmp_path, assets, stamped):
     images = sorted((assets / "camera_traps_lila/images").iterdir())
     shutil.copy(images[0], photos)
     state = tmp_path / "state"
-    config = tmp_path / "wildedge.toml"
-    config.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{state}"
-timezone = "UTC"
-[camera]
-type = "folder"
-path = "{photos}"
-mode = "watch"
-settle = "0.2s"
-poll = "0.2s"
-[detector]
-model = "{stamped['fastestdet']}"
-[storage]
-min_free = 0
-""")
+    config = folder_config(tmp_path / "wildedge.toml", state=state, photos=photos, model=stamped["fastestdet"],
+                           device='timezone = "UTC"', camera='mode = "watch"\nsettle = "0.2s"\npoll = "0.2s"')
     db = state / "wildedge.db"
     proc = subprocess.Popen([*WILDEDGE, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from daemon_helpers import WILDEDGE
+from daemon_helpers import WILDEDGE, folder_config
 from mqtt_helpers import Subscriber
 
 from edge.capture.exif import capture_time, exif_time_utc
@@ -98,35 +98,11 @@ def test_people_beside_a_cropped_animal_are_pixelated_in_every_mode():
 
 # -- the daemon, as a process, with a real broker ---------------------------------------------------
 def _config(tmp_path: Path, *, model: Path, photos: Path, url: str, person: str = "keep", crops: bool = False) -> Path:
-    path = tmp_path / f"wildedge-{person}.toml"
-    path.write_text(f"""
-[device]
-id = "trap-01"
-state_dir = "{tmp_path / f'state-{person}'}"
-timezone = "UTC"
-
-[camera]
-type = "folder"
-path = "{photos}"
-
-[detector]
-model = "{model}"
-conf = 0.15
-
-[privacy]
-person = "{person}"
-
-[storage]
-min_free = 0
-
-[mqtt]
-url = "{url}"
-keepalive = "5s"
-drain_timeout = "30s"
-crops = {str(crops).lower()}
-crop_min_interval = "0s"
-""")
-    return path
+    return folder_config(
+        tmp_path / f"wildedge-{person}.toml", state=tmp_path / f"state-{person}", photos=photos, model=model,
+        device='timezone = "UTC"', detector="conf = 0.15",
+        extra=f'[privacy]\nperson = "{person}"\n[mqtt]\nurl = "{url}"\nkeepalive = "5s"\ndrain_timeout = "30s"\n'
+              f'crops = {str(crops).lower()}\ncrop_min_interval = "0s"')
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:

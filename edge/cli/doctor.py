@@ -169,9 +169,9 @@ def check_power(root: Path | None = None) -> tuple[bool | None, str] | None:
         except (OSError, ValueError, subprocess.SubprocessError):
             word = None
         if word is not None:
-            from edge.health import THROTTLE_BITS
+            from edge.health import decode_throttled
 
-            flags = {"raw": word, **{name: bool(word >> bit & 1) for name, bit in THROTTLE_BITS.items()}}
+            flags = decode_throttled(word)
     if flags is None:
         return None
     now = [name.replace("_", " ") for name in ("under_voltage", "throttled", "freq_capped") if flags.get(name)]

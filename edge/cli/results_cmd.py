@@ -77,17 +77,14 @@ def results(
     """Summarise this device's stored results; with -o, export them (read-only: safe beside a running daemon)."""
     from edge.daemon import state_paths
     from edge.outputs.device_store import open_readonly, read_export, summarise
-    from edge.outputs.event_writers import FORMATS, write_events
+    from edge.outputs.event_writers import FORMATS, categories_problem, write_events
     from edge.outputs.events import parse_when
 
     if fmt not in FORMATS:
         typer.echo(f"error: --format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}", err=True)
         raise typer.Exit(2)
-    if categories not in ("native", "megadetector") or (categories != "native" and fmt != "megadetector"):
-        why = (f"--categories {categories!r} is unknown; choose native or megadetector"
-               if categories not in ("native", "megadetector") else
-               f"--categories {categories} applies to --format megadetector only, not {fmt}")
-        typer.echo(f"error: {why}", err=True)
+    if (problem := categories_problem(categories, fmt)) is not None:
+        typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
     try:
         lo = parse_when(since, option="--since") if since else None

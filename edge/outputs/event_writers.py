@@ -261,6 +261,15 @@ WRITERS: dict[str, Writer] = {"megadetector": write_megadetector_events, "coco":
                               "csv": write_csv_events}
 
 
+def categories_problem(categories: str, fmt: str) -> str | None:
+    """Why ``--categories categories`` cannot go with ``--format fmt`` (one line), or None."""
+    if categories not in SCHEMES:
+        return f"--categories {categories!r} is unknown; choose {' or '.join(SCHEMES)}"
+    if categories != "native" and fmt != "megadetector":
+        return f"--categories {categories} applies to --format megadetector only, not {fmt}"
+    return None
+
+
 def write_events(fmt: str, export: EventExport, path: str | os.PathLike[str], *,
                  frame_size: FrameSize | None = None, categories: str = "native") -> Path:
     """Write ``export`` to ``path`` in format ``fmt`` (a directory for camtrapdp), replacing it atomically.
@@ -272,8 +281,8 @@ def write_events(fmt: str, export: EventExport, path: str | os.PathLike[str], *,
             be expressed in it (one line says why).
         OSError: the output could not be written (what was there is left untouched).
     """
-    if categories != "native" and fmt != "megadetector":
-        raise ValueError(f"--categories {categories} applies to the megadetector format only, not {fmt}")
+    if (problem := categories_problem(categories, fmt)) is not None:
+        raise ValueError(problem)
     from edge.outputs import _atomic_write
     from edge.outputs.camtrapdp import write_camtrapdp
 

@@ -488,7 +488,8 @@ class Store:
             raise ValueError(f"max_messages must be >= 0, got {max_messages}")
         if max_bytes is not None and max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-        prefix = expendable or "\x00"  # no topic starts with NUL: nothing is expendable
+        # Expendable rows first: those whose topic starts with ``expendable`` (none without it).
+        first, first_params = ("substr(topic, 1, ?) = ?", (len(expendable), expendable)) if expendable else ("0", ())
         with self.transaction("trim outbox") as conn:
             dropped = spared = 0
             if max_age is not None:
@@ -501,13 +502,13 @@ class Store:
                 victims, crops = [], 0
                 # Expendable first, oldest first within each kind; stops at the first row that
                 # brings both bounds back (a cursor: no more rows are read than are dropped).
-                for seq, length, first in conn.execute(
-                        "SELECT seq, length(payload), substr(topic, 1, ?) = ? AS first FROM outbox "
-                        "ORDER BY first DESC, seq", (len(prefix), prefix)):
+                for seq, length, is_first in conn.execute(
+                        f"SELECT seq, length(payload), {first} AS first FROM outbox ORDER BY first DESC, seq",
+                        first_params):
                     if extra_count <= 0 and extra_bytes <= 0:
                         break
                     victims.append(seq)
-                    crops += bool(first)
+                    crops += bool(is_first)
                     extra_count -= 1
                     extra_bytes -= length
                 for start in range(0, len(victims), 500):
