@@ -329,8 +329,8 @@ def _pycocotools():
     return COCO, COCOeval
 
 
-def _coco_precision(gt: GroundTruth, names: list[str], per_image: list[list[Prediction]]) -> np.ndarray:
-    """COCOeval's accumulated precision, [IoU thresholds, recall points, classes] (area all, 100 dets)."""
+def _coco_eval(gt: GroundTruth, names: list[str], per_image: list[list[Prediction]]):
+    """A COCOeval over ``per_image``, evaluated per image (``evaluate()``), not yet accumulated."""
     COCO, COCOeval = _pycocotools()
     cat = {name: i + 1 for i, name in enumerate(names)}
     images = [{"id": i + 1, "file_name": img.file, "width": img.width, "height": img.height}
@@ -360,6 +360,13 @@ def _coco_precision(gt: GroundTruth, names: list[str], per_image: list[list[Pred
         coco_dt.createIndex()
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.evaluate()
+    return evaluator
+
+
+def _coco_precision(evaluator) -> np.ndarray:
+    """COCOeval's accumulated precision, [IoU thresholds, recall points, classes] (area all, 100 dets)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pycocotools(\.|$)")
         evaluator.accumulate()
     params = evaluator.params
     area = list(params.areaRngLbl).index("all")
@@ -375,30 +382,9 @@ def _mean_valid(values: np.ndarray) -> float | None:
     return float(valid.mean()) if valid.size else None
 
 
-def evaluate(
-    predictions: Predictions,
-    gt: GroundTruth,
-    *,
-    class_map: Mapping[str, str] | None = None,
-    conf: float = 0.0,
-    groups: Mapping[str, Iterable[str]] | None = None,
-) -> Report:
-    """Score ``predictions`` against ``gt``: COCO mAP over every detection, recall over those >= ``conf``.
-
-    Args:
-        predictions: file name -> ``(xyxy, score, label)`` tuples or ``Detection``-like objects, or
-            ``FileResult`` objects; names match the labelled images exactly, else by base name.
-        gt: ground truth from :func:`load_coco_gt` or :func:`load_yolo_gt`.
-        class_map: renames labels on both sides (e.g. :data:`VOC_TO_COCO`); unlisted names are kept.
-        conf: confidence threshold for the recall (use the model's recommended one).
-        groups: named class groups to report recall for; default ``{"animals": COCO animals}``.
-
-    Raises:
-        ValueError: a prediction names an image the ground truth lacks, ``conf`` is outside [0, 1],
-            or the ground truth has no boxes.
-    """
-    if not 0.0 <= conf <= 1.0:
-        raise ValueError(f"conf must be within [0, 1], got {conf}")
+def _scored(predictions: Predictions, gt: GroundTruth, class_map: Mapping[str, str] | None):
+    """Labels renamed on both sides, predictions per labelled image (unknown classes dropped, counted),
+    and the labelled images no prediction names, and the failed results."""
     rename = dict(class_map or {})
     gt = GroundTruth(
         tuple(GtImage(img.file, img.width, img.height,
@@ -429,7 +415,43 @@ def evaluate(
                 dropped[label] += 1
     missing = tuple(img.file for i, img in enumerate(gt.images) if i not in seen)
 
-    precision = _coco_precision(gt, names, per_image)
+    return gt, names, per_image, dropped, missing, failed
+
+
+def coco_evaluator(predictions: Predictions, gt: GroundTruth, *, class_map: Mapping[str, str] | None = None):
+    """pycocotools' COCOeval of ``predictions`` as :func:`evaluate` scores them (same renaming and
+    matching), evaluated per image but not accumulated: :mod:`export.bootstrap` accumulates it over
+    resampled photos."""
+    gt, names, per_image, *_ = _scored(predictions, gt, class_map)
+    return _coco_eval(gt, names, per_image)
+
+
+def evaluate(
+    predictions: Predictions,
+    gt: GroundTruth,
+    *,
+    class_map: Mapping[str, str] | None = None,
+    conf: float = 0.0,
+    groups: Mapping[str, Iterable[str]] | None = None,
+) -> Report:
+    """Score ``predictions`` against ``gt``: COCO mAP over every detection, recall over those >= ``conf``.
+
+    Args:
+        predictions: file name -> ``(xyxy, score, label)`` tuples or ``Detection``-like objects, or
+            ``FileResult`` objects; names match the labelled images exactly, else by base name.
+        gt: ground truth from :func:`load_coco_gt` or :func:`load_yolo_gt`.
+        class_map: renames labels on both sides (e.g. :data:`VOC_TO_COCO`); unlisted names are kept.
+        conf: confidence threshold for the recall (use the model's recommended one).
+        groups: named class groups to report recall for; default ``{"animals": COCO animals}``.
+
+    Raises:
+        ValueError: a prediction names an image the ground truth lacks, ``conf`` is outside [0, 1],
+            or the ground truth has no boxes.
+    """
+    if not 0.0 <= conf <= 1.0:
+        raise ValueError(f"conf must be within [0, 1], got {conf}")
+    gt, names, per_image, dropped, missing, failed = _scored(predictions, gt, class_map)
+    precision = _coco_precision(_coco_eval(gt, names, per_image))
     found: Counter[str] = Counter()
     for img, preds in zip(gt.images, per_image):
         found.update(_matched(list(img.boxes), preds, conf))

@@ -98,26 +98,29 @@ def subset_gt(gt: GroundTruth, names: Sequence[str]) -> GroundTruth:
 
 # -- predictions --------------------------------------------------------------------------------
 def detect_files(model: str | os.PathLike[str], files: Sequence[Path], root: Path, *,
-                 conf: float = MAP_CONF, threads: int | None = None) -> list[FileResult]:
-    """Run a detector over ``files`` as ``wildedge detect`` does; results named relative to ``root``."""
+                 conf: float = MAP_CONF, threads: int | None = None, fused: bool = True) -> list[FileResult]:
+    """Run a detector over ``files`` as ``wildedge detect`` does; results named relative to ``root``.
+
+    ``fused=False`` runs the graph without onnxruntime's optimisations (an INT8 file's QDQ graph as
+    written, see :mod:`export.objective`)."""
     from edge.batch.runner import BatchRunner
     from edge.batch.sources import Item
     from edge.inference.detector import Detector
 
     items = [Item(f, n, False) for f, n in zip(files, relative_names(files, root))]
-    with Detector(model, conf=conf, threads=threads) as detector:
+    with Detector(model, conf=conf, threads=threads, fused=fused) as detector:
         return list(BatchRunner(detector, workers=2).run(items))
 
 
 def classify_files(model: str | os.PathLike[str], files: Sequence[Path], *, top_k: int = 5,
-                   threads: int | None = None) -> list[list[tuple[int, float]]]:
+                   threads: int | None = None, fused: bool = True) -> list[list[tuple[int, float]]]:
     """Top-k ``(class id, probability)`` of a classifier on each whole photo (unreadable: empty)."""
     from edge.errors import ImageReadError
     from edge.imaging import read_image
     from edge.inference.classifier import Classifier
 
     out = []
-    with Classifier(model, top_k=top_k, threads=threads) as classifier:
+    with Classifier(model, top_k=top_k, threads=threads, fused=fused) as classifier:
         cover = classifier.card.preprocess.resize in ("stretch", "centre_crop")
         for file in files:
             try:

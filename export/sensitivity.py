@@ -21,7 +21,8 @@ re-quantizes a float Conv that sits between a DequantizeLinear and a QuantizeLin
 its mAP@0.5 from 47 (plain INT8) to 0.2.
 
 Search. Keep the k most harmful units in float for k = 1, 2, 4, 8 ... (re-quantizing from the one
-calibration each time and measuring the real drop) until the drop fits the budget, then bisect k
+calibration each time and measuring the real drop and its bound, :mod:`export.objective`) until the
+bound fits the budget, then bisect k
 down to the smallest prefix that fits: units beyond it are put back to INT8.
 """
 
@@ -327,7 +328,7 @@ def search(
     budget: float,
     max_seconds: float,
 ) -> SearchResult:
-    """Smallest prefix of ``units`` whose float nodes bring the drop within ``budget``.
+    """Smallest prefix of ``units`` whose float nodes bring the drop's bound (``Score.bound``) within ``budget``.
 
     ``quantize(nodes, tag)`` writes an INT8 model with ``nodes`` also in float and returns its path;
     ``objective(path)`` measures it. Past ``max_seconds`` the search stops with the best candidate
@@ -350,8 +351,8 @@ def search(
         score = objective(path)
         measured[k] = (score, path, nodes)
         steps.append(Step(k, len(nodes), score, time.perf_counter() - t))
-        logger.info("search: %d units (%d nodes) in float: %s %.2f, drop %.2f", k, len(nodes), score.metric,
-                    score.int8, score.drop)
+        logger.info("search: %d units (%d nodes) in float: %s %.2f, drop %.2f, bound %.2f", k, len(nodes),
+                    score.metric, score.int8, score.drop, score.bound)
         return score
 
     def out_of_time() -> bool:
@@ -360,7 +361,7 @@ def search(
     fail, passed, stopped = 0, None, "exhausted"
     k = 1
     while k <= len(units):
-        if measure(k).drop <= budget:
+        if measure(k).bound <= budget:
             passed = k
             break
         fail = k
@@ -372,14 +373,14 @@ def search(
         stopped = "budget"
         while passed - fail > 1 and not out_of_time():
             mid = (passed + fail) // 2
-            if measure(mid).drop <= budget:
+            if measure(mid).bound <= budget:
                 passed = mid
             else:
                 fail = mid
     if passed is not None:
         chosen = passed
     elif measured:
-        chosen = min(measured, key=lambda j: (measured[j][0].drop, j))
+        chosen = min(measured, key=lambda j: (measured[j][0].bound, j))
     else:
         return SearchResult([], [], None, None, False, stopped, steps, time.perf_counter() - started)
     score, path, nodes = measured[chosen]

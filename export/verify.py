@@ -13,16 +13,15 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edge.batch.results import FileResult
 from edge.errors import ExportError
 from edge.inference.card import read_card
 from edge.inference.session import default_threads
+from export.bootstrap import drop_interval, resampled_map50
 from export.evaluate import MAP_CONF, GroundTruth, Report, evaluate
 from export.measure import (
     Agreement,
@@ -56,32 +55,9 @@ def map50_drop_interval(
     On a few dozen photos one box of a rare class moves mAP by several points; this says how far
     the measured drop could be from the one a larger set of such photos would give.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    rng = np.random.default_rng(seed)
-    names = [img.file for img in gt.images]
-    by_base = {name.rsplit("/", 1)[-1]: name for name in names}
-
-    def keyed(results: Sequence[FileResult]) -> dict[str, FileResult]:
-        return {by_base.get(r.file.rsplit("/", 1)[-1], r.file): r for r in results}
-
-    ref, test = keyed(reference), keyed(other)
-    images = {img.file: img for img in gt.images}
-    drops = []
-    for _ in range(samples):
-        picked = rng.integers(0, len(names), len(names))
-        sample_gt = GroundTruth(tuple(replace(images[names[i]], file=f"{k}/{names[i]}") for k, i in enumerate(picked)),
-                                gt.labels)
-        if sample_gt.num_boxes == 0:
-            continue
-        scores = []
-        for results in (ref, test):
-            preds = {f"{k}/{names[i]}": results[names[i]].detections if names[i] in results else []
-                     for k, i in enumerate(picked)}
-            scores.append(evaluate(preds, sample_gt, class_map=class_map).map50)
-        drops.append(100.0 * (scores[0] - scores[1]))
-    low, high = np.quantile(drops, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
+    scores = resampled_map50({"reference": reference, "other": other}, gt, class_map=class_map, samples=samples,
+                             seed=seed)
+    return drop_interval(scores["reference"] - scores["other"], level=level)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 # Set up a virtualenv with the export, ultralytics, mlflow, collector and test extras and run the whole test suite.
 # Run as root on Debian, it also installs the system programs the tests use: mosquitto (MQTT broker), the
 # PostgreSQL server (the tests start their own throwaway cluster; the packaged one is not needed), chromium
-# (the collector's web page test) and systemd-container (the units started under a real systemd in a container).
+# (the collector's web page test), systemd-container (the units started under a real systemd in a container) and
+# qemu-user-static (an x86 CPU without VNNI, emulated, for the INT8 arithmetic test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,6 +14,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v chromium >/dev/null || need+=(chromium)
   # systemd-nspawn: tests/test_deploy.py boots a real systemd in a container to start the units.
   command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+  # qemu-x86_64 -cpu Haswell: tests/test_cpu_arithmetic.py runs an INT8 file on an x86 without VNNI.
+  command -v qemu-x86_64-static >/dev/null || need+=(qemu-user-static)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     # The tests start their own broker on a free port and their own PostgreSQL on a Unix socket in a temp

@@ -32,10 +32,11 @@ class Classifier:
         threads: int | None = None,
         spin: bool = True,
         warmup: bool = True,
+        fused: bool = True,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        self.model = OnnxModel(path, threads=threads, spin=spin)
+        self.model = OnnxModel(path, threads=threads, spin=spin, fused=fused)
         card = self.model.card
         if card.task != "classify":
             raise ModelError(f"{path} is a {card.task} model, not a classifier")

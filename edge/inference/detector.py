@@ -52,13 +52,14 @@ class Detector:
         threads: int | None = None,
         spin: bool = True,
         warmup: bool = True,
+        fused: bool = True,
     ) -> None:
         for name, value in (("conf", conf), ("iou", iou)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if max_detections is not None and max_detections < 1:
             raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-        self.model = OnnxModel(path, threads=threads, spin=spin)
+        self.model = OnnxModel(path, threads=threads, spin=spin, fused=fused)
         card = self.model.card
         if card.task != "detect":
             raise ModelError(f"{path} is a {card.task} model, not a detector")

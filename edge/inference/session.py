@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from edge.errors import ModelError
 from edge.inference.card import ModelCard, read_card
+from edge.inference.cpu import u8s8_saturates
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +26,14 @@ def default_threads() -> int:
     return max(1, min(4, cores))
 
 
-def session_options(*, threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
+def session_options(*, threads: int | None = None, spin: bool = True, fused: bool = True) -> ort.SessionOptions:
     """Session options for a small CPU: sequential, full graph optimisation, bounded threads.
 
     ``spin=False`` stops idle intra-op threads from busy-waiting, which matters when image
-    decoding runs on the same few cores in parallel with inference.
+    decoding runs on the same few cores in parallel with inference. ``fused=False`` turns graph
+    optimisation off, so an INT8 (QDQ) file runs as written: each operator in float between its
+    DequantizeLinear and QuantizeLinear instead of onnxruntime's fused integer kernels (the export
+    measures an INT8 file both ways, issue 14).
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -37,7 +41,17 @@ def session_options(*, threads: int | None = None, spin: bool = True) -> ort.Ses
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fused
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if u8s8_saturates():
+        # On an x86 CPU without VNNI, onnxruntime's u8 x s8 kernels add pairs of products in
+        # saturating 16-bit lanes (VPMADDUBSW): an INT8 file made for an ARM device (u8s8) computes
+        # something else there (FastestDet's outputs off by up to 5.3). This option converts such
+        # weights to u8 at load time so the products are exact, as on ARM and on x86 with VNNI:
+        # under qemu-x86_64 -cpu Haswell, FastestDet's outputs then equal a VNNI machine's within
+        # 2.4e-7. Not set elsewhere: on a VNNI machine it changes no output but costs 35 % of
+        # YOLOX-Nano's INT8 speed (8.5 -> 11.5 ms), as it converts there too.
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     opts.log_severity_level = 3  # onnxruntime's per-initializer warnings are noise to a user
     # The memory-pattern planner pre-allocates for the largest run seen (~23 MB more peak RSS on a
     # 640-px YOLO) and buys no measurable speed for fixed-size CPU inputs.
@@ -53,8 +67,9 @@ def session_options(*, threads: int | None = None, spin: bool = True) -> ort.Ses
 class OnnxModel:
     """An ONNX file, its card, and a CPU session; a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, spin: bool = True) -> None:
-        options = session_options(threads=threads, spin=spin)  # bad threads: ValueError, not ModelError
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, spin: bool = True,
+                 fused: bool = True) -> None:
+        options = session_options(threads=threads, spin=spin, fused=fused)  # bad threads: ValueError
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
