@@ -74,10 +74,10 @@ def quantize(
     search: Annotated[bool, typer.Option(
         "--search/--no-search", help="Keep the most harmful layers in float until the drop fits the budget.")] = True,
     confidence: Annotated[float, typer.Option(
-        help="With --gt-labels, the drop judged against the budget is its bound at this confidence: the quantile "
-             "over bootstrap resamples of the held-out photos of the worse drop of two arithmetics (fused INT8 "
-             "kernels, the QDQ graph in float), so that a device that rounds differently stays within the budget. "
-             "0: the worse arithmetic's drop on the photos as they are.")] = 0.9,
+        help="With --gt-labels, the INT8 model must stay within the budget of FP32, either way, at this "
+             "confidence: the drop's interval over bootstrap resamples of the held-out photos and two arithmetics "
+             "(fused INT8 kernels, the QDQ graph in float), so that other photos and a device that rounds "
+             "differently stay within it too. 0: the arithmetics' drops on the photos as they are.")] = 0.9,
     max_search: Annotated[float, typer.Option(help="Time cap of the search, seconds.")] = 900.0,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for the measurements.")] = None,
     target_latency: Annotated[Optional[float], typer.Option(
@@ -135,9 +135,9 @@ def quantize(
                    f"INT8 {final['int8']:.2f} (drop {final['drop']:.2f}, bound {final['bound']:.2f}, budget "
                    f"{summary['budget']['max_drop']:.2f})")
         arithmetic = ", ".join(f"{k} {v:.2f}" for k, v in final["arithmetic"].items())
-        how = (f"{final['confidence']:.0%} bootstrap bound over {summary['bootstrap_samples']} resamples"
-               if final["confidence"] else "the worse arithmetic")
-        typer.echo(f"  final INT8 by arithmetic: {arithmetic}; bound = {how} (margin {final['margin']:.2f})")
+        how = (f"drop {final['interval'][0]:+.2f} .. {final['interval'][1]:+.2f} at {final['confidence']:.0%} over "
+               f"{summary['bootstrap_samples']} bootstrap resamples" if final["interval"] else "the arithmetics' drops")
+        typer.echo(f"  final INT8 by arithmetic: {arithmetic}; bound from {how} (margin {final['margin']:.2f})")
         typer.echo(f"  kept in float: {len(floats['tail'])} decode-tail nodes"
                    + (f", {len(floats['searched'])} searched: {', '.join(floats['searched'][:12])}"
                       f"{' ...' if len(floats['searched']) > 12 else ''}" if floats["searched"] else "")

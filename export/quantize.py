@@ -274,9 +274,9 @@ def quantize_model(
             when ``target`` is "host"), u8s8, u8u8 or s8s8.
         target: the device the file is for (see TARGETS): picks "auto" types, and the report says
             what the accuracy measured on this machine means for it.
-        confidence: the drop is judged by its bound at this bootstrap quantile over the held-out
-            photos, the worse of two arithmetics (:mod:`export.objective`); None: the worse
-            arithmetic's drop on the photos as they are.
+        confidence: the drop is judged by its bound: its interval at this confidence over bootstrap
+            resamples of the held-out photos and two arithmetics, either way (:mod:`export.objective`);
+            None: the arithmetics' drops on the photos as they are.
         samples: bootstrap resamples of the held-out photos.
 
     Raises:
@@ -397,6 +397,7 @@ def quantize_model(
             "int8": round(final_score.int8, 3),
             "drop": round(final_score.drop, 3),
             "arithmetic": {k: round(v, 3) for k, v in final_score.arithmetic.items()},
+            "drop_interval": [round(v, 3) for v in final_score.interval] if final_score.interval else None,
             "drop_bound": round(final_score.bound, 3),
             "margin": round(final_score.margin, 3),
             "confidence": final_score.confidence,

@@ -239,24 +239,45 @@ def test_reader_gives_the_tensors_the_device_runs(stamped, assets, tmp_path, nam
 # -- quantize_model on FastestDet (fast) --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fastestdet_int8(stamped, assets, tmp_path_factory):
+    """Plain INT8 (decode tail in float, no search), judged against a loose budget of 10 points."""
     out = tmp_path_factory.mktemp("fastestdet_int8") / "fastestdet.int8.onnx"
     report = quantize_model(stamped["fastestdet"], out, calib_dir=assets / VOC / "images",
-                            labels=assets / COCO_JSON, class_map="voc2coco", sensitivity_images=1)
+                            labels=assets / COCO_JSON, class_map="voc2coco", search=False, budget=10.0,
+                            latency_runs=0)
     return out, report
 
 
 @pytest.mark.slow
-def test_fastestdet_int8_is_within_one_map_point_of_fp32(fastestdet_int8):
+def test_fastestdet_int8_is_judged_by_the_bound_of_its_drop(fastestdet_int8):
     out, report = fastestdet_int8
     final = report["final"]
     assert final["metric"] == "map50"
-    # Judged by the bound, not the drop: the worse of two arithmetics, 90 % over bootstrap resamples.
-    assert final["bound"] <= 1.0, report["search"]
-    assert set(final["arithmetic"]) == {"kernels", "qdq"} and final["arithmetic"]["kernels"] == pytest.approx(final["int8"], abs=1e-3)
-    assert final["margin"] == pytest.approx(final["bound"] - final["drop"], abs=1e-3)
     assert final["fp32"] > 40  # a working detector, scored on the held-out half
-    assert report["quantization"]["within_budget"] is True
+    # Judged by the bound, not the drop: two arithmetics, 90 % either way over bootstrap resamples.
+    assert set(final["arithmetic"]) == {"kernels", "qdq"}
+    assert final["arithmetic"]["kernels"] == pytest.approx(final["int8"], abs=1e-3)
+    low, high = final["interval"]
+    assert low < final["drop"] < high and final["bound"] == pytest.approx(max(high, -low), abs=1e-3)
+    assert final["margin"] == pytest.approx(final["bound"] - abs(final["drop"]), abs=1e-3)
+    assert abs(final["drop"]) < 3.0 < final["bound"] <= 10.0  # the point drop says "fine"; the bound does not
+    assert report["quantization"]["within_budget"] is True and report["quantization"]["recommendation"]["use"] == "int8"
     assert len(report["held_out_files"]) == 30 and not set(report["held_out_files"]) & set(report["calibration_files"])
+
+
+@pytest.mark.slow
+def test_thirty_photos_cannot_certify_one_point_for_fastestdet(stamped, assets, tmp_path):
+    """Issue 14: a drop within 1.0 on the held-out photos is not a drop within 1.0 on other photos or on
+    a device that rounds differently. With the default budget the search must keep in float what the
+    bound asks for, and then says FP32 (FastestDet's INT8 lost 4 to 8 points on the other half)."""
+    out = tmp_path / "fastestdet.int8.onnx"
+    report = quantize_model(stamped["fastestdet"], out, calib_dir=assets / VOC / "images",
+                            labels=assets / COCO_JSON, class_map="voc2coco", latency_runs=0)
+    q, steps = report["quantization"], report["search"]["steps"]
+    assert q["within_budget"] is True and q["drop_bound"] <= 1.0 and -1.0 <= q["drop_interval"][0]
+    # Candidates whose measured drop alone fits the budget were refused on their bound ...
+    assert any(abs(step["drop"]) <= 1.0 < step["bound"] for step in steps), steps
+    # ... so most convolutions end in float, and the report recommends the FP32 file.
+    assert q["convolutions"]["int8_share"] < 0.5 and q["recommendation"]["use"] == "fp32"
 
 
 @pytest.mark.slow
@@ -271,10 +292,11 @@ def test_the_int8_card_carries_the_quantization_summary(fastestdet_int8, stamped
     floats = q["float_nodes"]
     assert floats["tail"] == ["Softmax_262", "Sigmoid_254", "Concat_264"]
     assert floats["count"] == len(floats["tail"]) + len(floats["searched"])
-    assert q["budget"] == {"metric": "map50", "max_drop": 1.0}
+    assert q["budget"] == {"metric": "map50", "max_drop": 10.0}
     assert q["drop"] == pytest.approx(q["fp32"] - q["int8"], abs=1e-2)
-    assert q["drop_bound"] <= 1.0 and (q["confidence"], q["bootstrap_samples"]) == (0.9, 200)
-    assert q["margin"] == pytest.approx(q["drop_bound"] - q["drop"], abs=1e-2)
+    assert q["drop_bound"] <= 10.0 and (q["confidence"], q["bootstrap_samples"]) == (0.9, 200)
+    assert q["drop_interval"][0] <= q["drop"] <= q["drop_interval"][1]
+    assert q["margin"] == pytest.approx(q["drop_bound"] - abs(q["drop"]), abs=1e-2)
     assert q["size_bytes"]["int8"] == out.stat().st_size < q["size_bytes"]["fp32"]
     assert q["onnxruntime"] and q["seconds"] > 0
     model = onnx.load(str(out))
@@ -295,12 +317,19 @@ def test_the_bound_pairs_every_arithmetic_with_fp32_on_the_same_resamples(fastes
     assert itself.drop == 0 and itself.bound == pytest.approx(0, abs=1e-9)
     score = objective(out)
     assert score.to_dict() == report["final"]
-    worst = max(score.fp32 - v for v in score.arithmetic.values())
+    drops = [score.fp32 - v for v in score.arithmetic.values()]
     assert score.arithmetic["kernels"] != score.arithmetic["qdq"]  # two real arithmetics, not one run twice
-    assert score.bound > worst  # the spread over photos widens the worse arithmetic's drop
+    low, high = score.interval
+    assert low < min(drops) <= max(drops) < high  # the spread over photos widens both ends
+    assert score.bound == max(high, -low) > max(abs(d) for d in drops)
     point = Objective(stamped["fastestdet"], held, assets / VOC / "images", gt=gt, class_map=VOC_TO_COCO,
                       confidence=None)(out)
-    assert point.upper is None and point.bound == pytest.approx(worst)
+    assert point.interval is None and point.bound == pytest.approx(max(abs(d) for d in drops))
+    # A gain counts like a loss: an equivalence test, not a one-sided one.
+    from export.objective import Score
+
+    assert Score("map50", 70.0, 73.0, {"kernels": 73.0, "qdq": 71.0}).bound == pytest.approx(3.0)
+    assert Score("map50", 70.0, 70.5, {}, (-2.5, 1.5), 0.9).bound == pytest.approx(2.5)
     with pytest.raises(ValueError, match="confidence must be within"):
         Objective(stamped["fastestdet"], held[:2], assets / VOC / "images", confidence=1.0)
     with pytest.raises(ValueError, match="arithmetics must include 'kernels'"):
