@@ -78,6 +78,13 @@ def quantize(
              "confidence: the drop's interval over bootstrap resamples of the held-out photos and two arithmetics "
              "(fused INT8 kernels, the QDQ graph in float), so that other photos and a device that rounds "
              "differently stay within it too. 0: the arithmetics' drops on the photos as they are.")] = 0.9,
+    emulate_root: Annotated[Optional[Path], typer.Option(
+        "--emulate-root", help="An arm64 root built by scripts/arm64_check.sh: every candidate also runs there under "
+                               "qemu, the device's own arithmetic, inside the bound (detectors; needs root; about "
+                               "a second a photo).")] = None,
+    emulate_cpu: Annotated[str, typer.Option(
+        help="QEMU_CPU for --emulate-root: cortex-a72 (Pi 4), cortex-a76 (Pi 5), cortex-a53 (Zero 2 W).")
+    ] = "cortex-a72",
     max_search: Annotated[float, typer.Option(help="Time cap of the search, seconds.")] = 900.0,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads for the measurements.")] = None,
     target_latency: Annotated[Optional[float], typer.Option(
@@ -108,7 +115,7 @@ def quantize(
             model, output, calib_dir=calib, labels=labels, val_dir=val, budget=budget, method=method,
             per_channel=not per_tensor, class_map=class_map, search=search, max_search_s=max_search,
             threads=threads, target_latency_ms=target_latency, types=types, target=target,
-            confidence=confidence or None,
+            confidence=confidence or None, emulate_root=emulate_root, emulate_cpu=emulate_cpu,
         )
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err

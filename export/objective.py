@@ -58,9 +58,11 @@ DEFAULT_MAP_BUDGET = 1.0
 DEFAULT_AGREEMENT_BUDGET = 10.0
 
 
-#: The two ways an INT8 candidate is run: onnxruntime's fused integer kernels, and its QDQ graph as
-#: written (float operators between DequantizeLinear and QuantizeLinear).
+#: The ways an INT8 candidate is run here: onnxruntime's fused integer kernels, and its QDQ graph as
+#: written (float operators between DequantizeLinear and QuantizeLinear). With an emulated device
+#: (``emulate_root``) a third, "device": the candidate run by the target's own kernels under qemu.
 ARITHMETICS = ("kernels", "qdq")
+DEVICE = "device"
 #: Default confidence of the bound: the drop is within it on 90 % of bootstrap resamples.
 CONFIDENCE = 0.9
 
@@ -125,10 +127,14 @@ class Objective:
         arithmetics: Sequence[str] = ARITHMETICS,
         confidence: float | None = CONFIDENCE,
         samples: int = SAMPLES,
+        emulate_root: Path | None = None,
+        emulate_cpu: str = "cortex-a72",
     ) -> None:
         """``arithmetics``: how each INT8 candidate is run (see ARITHMETICS; "kernels" always);
         ``confidence``: quantile of the bootstrap bound (None: no bootstrap, the worse arithmetic's
-        drop); ``samples``: bootstrap resamples."""
+        drop); ``samples``: bootstrap resamples; ``emulate_root``: an arm64 root built by
+        ``scripts/arm64_check.sh``, where each candidate also runs on the emulated device
+        (``QEMU_CPU=emulate_cpu``, detectors only, needs root): the "device" arithmetic."""
         if not files:
             raise ValueError("the objective needs at least one photo")
         unknown = set(arithmetics) - set(ARITHMETICS)
@@ -141,6 +147,13 @@ class Objective:
             raise ValueError(f"samples must be >= 1, got {samples}")
         self.arithmetics = tuple(dict.fromkeys(arithmetics))
         self.confidence, self.samples = confidence, samples
+        self.emulate_root, self.emulate_cpu = (Path(emulate_root) if emulate_root else None), emulate_cpu
+        if self.emulate_root is not None:
+            from export.emulate import check_root
+
+            if read_card(fp32).task != "detect":
+                raise ValueError("--emulate-root measures detectors (classifiers: compare their outputs on the host)")
+            check_root(self.emulate_root)
         self.card: ModelCard = read_card(fp32)
         self.files, self.root = list(files), root
         self.class_map = dict(class_map) if class_map else None
@@ -171,8 +184,20 @@ class Objective:
             return 100.0 * detection_agreement(self.reference, predictions, self.card.thresholds.conf).fraction
         return 100.0 * classification_agreement(self.reference, predictions).fraction
 
+    def _on_device(self, model: str | os.PathLike[str]):
+        from export.emulate import detect_in_root, file_results
+
+        started = time.perf_counter()
+        out = detect_in_root(self.emulate_root, [Path(model)], self.files, self.root, threads=self.threads,
+                             cpu=self.emulate_cpu)
+        logger.info("emulated %s (QEMU_CPU=%s): %s in %.1f s", out["machine"], self.emulate_cpu, Path(model).name,
+                    time.perf_counter() - started)
+        return file_results(out["models"][Path(model).name]["results"])
+
     def __call__(self, int8: str | os.PathLike[str]) -> Score:
         runs = {name: self._predict(int8, fused=name == "kernels") for name in self.arithmetics}
+        if self.emulate_root is not None:
+            runs[DEVICE] = self._on_device(int8)
         values = {name: self._value(predictions) for name, predictions in runs.items()}
         interval = None
         if self.metric == "map50" and self.confidence is not None:

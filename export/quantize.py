@@ -244,6 +244,8 @@ def quantize_model(
     target: str = "host",
     confidence: float | None = 0.9,
     samples: int = 200,
+    emulate_root: Path | None = None,
+    emulate_cpu: str = "cortex-a72",
 ) -> dict:
     """Quantize a stamped float model to INT8 within an accuracy budget; returns the report dict.
 
@@ -278,6 +280,8 @@ def quantize_model(
             resamples of the held-out photos and two arithmetics, either way (:mod:`export.objective`);
             None: the arithmetics' drops on the photos as they are.
         samples: bootstrap resamples of the held-out photos.
+        emulate_root: an arm64 root built by ``scripts/arm64_check.sh``: every candidate also runs
+            there under qemu (``QEMU_CPU=emulate_cpu``), a third arithmetic, the device's own (needs root).
 
     Raises:
         ExportError: bad inputs (too few photos, no card), or a stage failed.
@@ -296,6 +300,8 @@ def quantize_model(
     _method(method)
     types, types_reason = resolve_types(types, target=target)
     measured = measured_on(types, target)
+    if emulate_root is not None:
+        measured += f"; and on the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}), a third arithmetic"
     logger.info("target %s: integer types %s (%s); accuracy measured on %s", target, types, types_reason, measured)
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
@@ -347,7 +353,8 @@ def quantize_model(
         calibration_s = time.perf_counter() - calibrated
         try:
             objective = Objective(src, held_out, val_root, gt=gt, class_map=mapping, threads=threads,
-                                  confidence=confidence, samples=samples)
+                                  confidence=confidence, samples=samples, emulate_root=emulate_root,
+                                  emulate_cpu=emulate_cpu)
         except ValueError as err:
             raise ExportError(str(err)) from err
         limit = default_budget(objective.metric) if budget is None else budget

@@ -219,3 +219,42 @@ def test_verify_reports_the_emulated_device_next_to_the_host(stamped: dict[str, 
     assert boxes["host_detections"] > 0 and boxes["exact"] == boxes["host_detections"]
     host = json.loads(done.stdout)["fp32"]["accuracy"]["map50"]
     assert emulated["fp32"]["accuracy"]["map50"] == pytest.approx(host, abs=1e-9)
+
+
+@pytest.mark.assets
+def test_quantize_refuses_a_folder_that_is_no_arm64_root_in_one_line(stamped: dict[str, Path], assets: Path,
+                                                                     tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    done = CliRunner().invoke(app, [
+        "export", "quantize", str(stamped["fastestdet"]), "-o", str(tmp_path / "q.onnx"),
+        "--calib", str(assets / "voc2007_labeled" / "images"), "--no-search", "--emulate-root", str(tmp_path)])
+    assert done.exit_code == 2, done.output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not an arm64 root with wildedge installed" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_the_search_measures_on_the_emulated_device(stamped: dict[str, Path], assets: Path, tmp_path: Path) -> None:
+    """--emulate-root: every candidate also runs on the emulated Pi 4, a third arithmetic in the bound.
+    FastestDet's INT8 kernels agree on both CPUs (docs/quantization.md), so its device value equals
+    the host kernels' to the last digit, while the QDQ graph in float differs."""
+    root = os.environ.get("WILDEDGE_ARM64_ROOT")
+    if not root or not (Path(root) / ".wildedge-arm64-root").is_file():
+        pytest.skip("set WILDEDGE_ARM64_ROOT to a root built by scripts/arm64_check.sh (with this wildedge) to "
+                    "run the emulated search")
+    if os.geteuid() != 0:
+        pytest.skip("the emulated search needs root (chroot)")
+    from export.quantize import quantize_model
+
+    voc = assets / "voc2007_labeled"
+    report = quantize_model(stamped["fastestdet"], tmp_path / "fd.pi4.onnx", calib_dir=voc / "images",
+                            labels=voc / "labels_coco_json" / "instances_default.json", class_map="voc2coco",
+                            search=False, budget=50.0, target="pi4", emulate_root=Path(root), latency_runs=0)
+    final, q = report["final"], report["quantization"]
+    assert set(final["arithmetic"]) == {"kernels", "qdq", "device"}
+    assert final["arithmetic"]["device"] == final["arithmetic"]["kernels"] != final["arithmetic"]["qdq"]
+    assert "emulated device (arm64 under qemu, QEMU_CPU=cortex-a72)" in q["measured_on"]
