@@ -301,7 +301,9 @@ def quantize_model(
     types, types_reason = resolve_types(types, target=target)
     measured = measured_on(types, target)
     if emulate_root is not None:
-        measured += f"; and on the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}), a third arithmetic"
+        measured = (f"the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}): the {target}'s own INT8 kernels, "
+                    "bounded together with this host's two arithmetics and a bootstrap over the photos "
+                    "(docs/quantization.md)")
     logger.info("target %s: integer types %s (%s); accuracy measured on %s", target, types, types_reason, measured)
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
