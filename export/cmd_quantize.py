@@ -75,8 +75,9 @@ def quantize(
         "--search/--no-search", help="Keep the most harmful layers in float until the drop fits the budget.")] = True,
     confidence: Annotated[float, typer.Option(
         help="With --gt-labels, the INT8 model must stay within the budget of FP32, either way, at this "
-             "confidence: the drop's interval over bootstrap resamples of the held-out photos and two arithmetics "
-             "(fused INT8 kernels, the QDQ graph in float), so that other photos and a device that rounds "
+             "confidence: the drop's interval over bootstrap resamples of the held-out photos and several runs "
+             "(fused INT8 kernels, the QDQ graph in float, inputs perturbed below a pixel level), so that other "
+             "photos and a device that rounds "
              "differently stay within it too. 0: the arithmetics' drops on the photos as they are.")] = 0.9,
     emulate_root: Annotated[Optional[Path], typer.Option(
         "--emulate-root", help="An arm64 root built by scripts/arm64_check.sh: every candidate also runs there under "
@@ -141,10 +142,10 @@ def quantize(
                    f"plain INT8 {plain['int8']:.2f} (drop {plain['drop']:.2f}, bound {plain['bound']:.2f}), final "
                    f"INT8 {final['int8']:.2f} (drop {final['drop']:.2f}, bound {final['bound']:.2f}, budget "
                    f"{summary['budget']['max_drop']:.2f})")
-        arithmetic = ", ".join(f"{k} {v:.2f}" for k, v in final["arithmetic"].items())
+        arithmetic = ", ".join(f"{k} {v:+.2f}" for k, v in final["drops"].items())
         how = (f"drop {final['interval'][0]:+.2f} .. {final['interval'][1]:+.2f} at {final['confidence']:.0%} over "
                f"{summary['bootstrap_samples']} bootstrap resamples" if final["interval"] else "the arithmetics' drops")
-        typer.echo(f"  final INT8 by arithmetic: {arithmetic}; bound from {how} (margin {final['margin']:.2f})")
+        typer.echo(f"  final INT8 drop by run: {arithmetic}; bound from {how} (margin {final['margin']:.2f})")
         typer.echo(f"  kept in float: {len(floats['tail'])} decode-tail nodes"
                    + (f", {len(floats['searched'])} searched: {', '.join(floats['searched'][:12])}"
                       f"{' ...' if len(floats['searched']) > 12 else ''}" if floats["searched"] else "")

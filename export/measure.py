@@ -11,6 +11,7 @@ import logging
 import os
 import statistics
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,18 +98,48 @@ def subset_gt(gt: GroundTruth, names: Sequence[str]) -> GroundTruth:
 
 
 # -- predictions --------------------------------------------------------------------------------
+class Jittered:
+    """A model's ``run`` on inputs perturbed far below one pixel level: each float value times
+    ``1 + N(0, amount)`` (integer inputs: 5 % of the values one step up, 5 % one step down).
+
+    FP32 detectors barely notice (mAP@0.5 within 0.3 on 30 VOC photos), but an INT8 network turns
+    such a perturbation into different roundings all the way through, as another CPU's kernels do
+    (:mod:`export.objective`). The noise is seeded by ``seed`` and the tensor's own bytes, so a run
+    is the same whatever order the batch runner's threads deliver the photos in.
+    """
+
+    def __init__(self, run, amount: float, seed: int) -> None:
+        if amount <= 0:
+            raise ValueError(f"the jitter must be > 0, got {amount}")
+        self.run, self.amount, self.seed = run, amount, seed
+
+    def __call__(self, tensor: np.ndarray):
+        rng = np.random.default_rng([self.seed, zlib.crc32(tensor.tobytes())])
+        if np.issubdtype(tensor.dtype, np.floating):
+            tensor = tensor * (1 + rng.normal(0.0, self.amount, tensor.shape)).astype(tensor.dtype)
+        else:
+            info = np.iinfo(tensor.dtype)
+            step = rng.choice(np.array([-1, 0, 1]), size=tensor.shape, p=[0.05, 0.9, 0.05])
+            tensor = np.clip(tensor.astype(np.int64) + step, info.min, info.max).astype(tensor.dtype)
+        return self.run(tensor)
+
+
 def detect_files(model: str | os.PathLike[str], files: Sequence[Path], root: Path, *,
-                 conf: float = MAP_CONF, threads: int | None = None, fused: bool = True) -> list[FileResult]:
+                 conf: float = MAP_CONF, threads: int | None = None, fused: bool = True,
+                 jitter: tuple[float, int] | None = None) -> list[FileResult]:
     """Run a detector over ``files`` as ``wildedge detect`` does; results named relative to ``root``.
 
     ``fused=False`` runs the graph without onnxruntime's optimisations (an INT8 file's QDQ graph as
-    written, see :mod:`export.objective`)."""
+    written); ``jitter=(amount, seed)`` perturbs every input tensor (:class:`Jittered`). Both are
+    for :mod:`export.objective`."""
     from edge.batch.runner import BatchRunner
     from edge.batch.sources import Item
     from edge.inference.detector import Detector
 
     items = [Item(f, n, False) for f, n in zip(files, relative_names(files, root))]
     with Detector(model, conf=conf, threads=threads, fused=fused) as detector:
+        if jitter is not None:
+            detector.model.run = Jittered(detector.model.run, *jitter)
         return list(BatchRunner(detector, workers=2).run(items))
 
 

@@ -10,9 +10,14 @@ boxes of rare classes: YOLOX-Nano's INT8 mAP@0.5 came out 4 points apart on x86 
 identical inputs, NanoDet's 6.6. So each candidate is run in two arithmetics that both compute the
 file's QDQ graph: onnxruntime's fused integer kernels (``kernels``), and the graph run as written,
 each operator in float between its DequantizeLinear and QuantizeLinear (``qdq``: what exact kernels
-compute, with float rounding). With labels, every model is then scored on paired bootstrap
-resamples of the photos (:mod:`export.bootstrap`), giving an interval of the drop over both
-arithmetics, and the candidate is judged by ``bound``, the interval's largest distance from 0.
+compute, with float rounding). Neither is the device, and an INT8 network is chaotic: the same
+file on inputs perturbed by 0.1 % (far below one pixel level; FP32 mostly moves by less than 0.3
+mAP points under it, 1.4 at most) swung by 4 to 7 points, about as far as arm64 landed from this machine. So the kernels
+also run on ``JITTER_DRAWS`` such perturbed inputs (``jitter1`` ...): stand-ins for CPUs that round
+differently. With ``emulate_root`` the target's own kernels run too (``device``). With labels,
+every model is then scored on paired bootstrap resamples of the photos (:mod:`export.bootstrap`),
+giving an interval of the drop over all those runs, and the candidate is judged by ``bound``, the
+interval's largest distance from 0.
 
 A gain counts like a loss: this is an equivalence test (two one-sided tests, as for
 bioequivalence), not a one-sided one. INT8 noise that happens to find two extra boxes of a rare class
@@ -63,6 +68,10 @@ DEFAULT_AGREEMENT_BUDGET = 10.0
 #: (``emulate_root``) a third, "device": the candidate run by the target's own kernels under qemu.
 ARITHMETICS = ("kernels", "qdq")
 DEVICE = "device"
+#: Re-runs of the fused kernels on inputs perturbed far below a pixel level (export.measure.Jittered),
+#: each a stand-in for a CPU that rounds differently; named jitter1, jitter2, ...
+JITTER_DRAWS = 4
+JITTER = 0.001
 #: Default confidence of the bound: the drop is within it on 90 % of bootstrap resamples.
 CONFIDENCE = 0.9
 
@@ -71,17 +80,18 @@ CONFIDENCE = 0.9
 class Score:
     """One INT8 candidate's measurement: metric values in points (percent), the drop and its bound.
 
-    ``int8`` is the fused kernels' value (what this machine runs); ``arithmetic`` holds the value of
-    each arithmetic; ``interval`` is the bootstrap interval of the drop (None without it): its low end
-    the ``1 - confidence`` quantile of the arithmetics' smaller drop, its high end the ``confidence``
-    quantile of their larger one. ``bound`` is what the budget is compared with: the interval's
-    largest distance from 0, else the largest distance from FP32 of any arithmetic.
+    ``int8`` is the fused kernels' value (what this machine runs); ``drops`` holds the drop of each
+    run (kernels, qdq, jitter1 ..., device), each against FP32 on the same inputs; ``interval`` is
+    the bootstrap interval of the drop (None without it): its low end the ``1 - confidence`` quantile
+    of the runs' smallest drop, its high end the ``confidence`` quantile of their largest. ``bound``
+    is what the budget is compared with: the interval's largest distance from 0, else the largest
+    |drop| of any run.
     """
 
     metric: str  # "map50", "agreement" (detections) or "top1" (classifier)
     fp32: float
     int8: float
-    arithmetic: dict[str, float] = field(default_factory=dict)
+    drops: dict[str, float] = field(default_factory=dict)
     interval: tuple[float, float] | None = None
     confidence: float | None = None
 
@@ -94,7 +104,7 @@ class Score:
         """How far from FP32, either way, the INT8 results go: a gain counts like a loss (see module doc)."""
         if self.interval is not None:
             return max(self.interval[1], -self.interval[0])
-        return max([abs(self.drop), *(abs(self.fp32 - v) for v in self.arithmetic.values())])
+        return max([abs(self.drop), *(abs(v) for v in self.drops.values())])
 
     @property
     def margin(self) -> float:
@@ -103,7 +113,7 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
-                "arithmetic": {k: round(v, 3) for k, v in self.arithmetic.items()},
+                "drops": {k: round(v, 3) for k, v in self.drops.items()},
                 "interval": [round(v, 3) for v in self.interval] if self.interval is not None else None,
                 "bound": round(self.bound, 3), "margin": round(self.margin, 3), "confidence": self.confidence}
 
@@ -129,12 +139,15 @@ class Objective:
         samples: int = SAMPLES,
         emulate_root: Path | None = None,
         emulate_cpu: str = "cortex-a72",
+        jitter_draws: int = JITTER_DRAWS,
+        jitter: float = JITTER,
     ) -> None:
         """``arithmetics``: how each INT8 candidate is run (see ARITHMETICS; "kernels" always);
         ``confidence``: quantile of the bootstrap bound (None: no bootstrap, the worse arithmetic's
         drop); ``samples``: bootstrap resamples; ``emulate_root``: an arm64 root built by
         ``scripts/arm64_check.sh``, where each candidate also runs on the emulated device
-        (``QEMU_CPU=emulate_cpu``, detectors only, needs root): the "device" arithmetic."""
+        (``QEMU_CPU=emulate_cpu``, detectors only, needs root): the "device" arithmetic;
+        ``jitter_draws`` re-runs of the kernels on inputs perturbed by ``jitter`` (detectors only)."""
         if not files:
             raise ValueError("the objective needs at least one photo")
         unknown = set(arithmetics) - set(ARITHMETICS)
@@ -145,6 +158,9 @@ class Objective:
             raise ValueError(f"confidence must be within [0.5, 1), got {confidence}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        if jitter_draws < 0 or jitter <= 0:
+            raise ValueError(f"jitter_draws must be >= 0 and jitter > 0, got {jitter_draws} and {jitter}")
+        self.jitter_draws, self.jitter = jitter_draws, jitter
         self.arithmetics = tuple(dict.fromkeys(arithmetics))
         self.confidence, self.samples = confidence, samples
         self.emulate_root, self.emulate_cpu = (Path(emulate_root) if emulate_root else None), emulate_cpu
@@ -166,23 +182,29 @@ class Objective:
         started = time.perf_counter()
         self.reference = self._predict(fp32)
         self.fp32_value = self._value(self.reference, reference=True)
+        # FP32 on the same perturbed inputs as each jitter run: a jitter run is compared with these,
+        # so what FP32 itself does with the perturbation is not counted against the INT8 file.
+        self.jittered = ({f"jitter{k}": self._predict(fp32, jitter=(self.jitter, k)) for k in range(1, jitter_draws + 1)}
+                         if self.card.task == "detect" else {})
         logger.info("FP32 %s on %d photos: %.2f (%.1f s)", self.metric, len(self.files), self.fp32_value,
                     time.perf_counter() - started)
 
-    def _predict(self, model, *, fused: bool = True):
+    def _predict(self, model, *, fused: bool = True, jitter: tuple[float, int] | None = None):
         if self.card.task == "detect":
-            return detect_files(model, self.files, self.root, threads=self.threads, fused=fused)
+            return detect_files(model, self.files, self.root, threads=self.threads, fused=fused, jitter=jitter)
         return classify_files(model, self.files, threads=self.threads, fused=fused)
 
-    def _value(self, predictions, *, reference: bool = False) -> float:
+    def _value(self, predictions, *, reference: bool = False, against=None) -> float:
+        """The metric of ``predictions``; agreement is with ``against`` (default: the FP32 run)."""
         if self.metric == "map50":
             report = evaluate(predictions, self.gt, class_map=self.class_map, conf=self.card.thresholds.conf)
             return 100.0 * report.map50
         if reference:
             return 100.0
+        against = self.reference if against is None else against
         if self.metric == "agreement":
-            return 100.0 * detection_agreement(self.reference, predictions, self.card.thresholds.conf).fraction
-        return 100.0 * classification_agreement(self.reference, predictions).fraction
+            return 100.0 * detection_agreement(against, predictions, self.card.thresholds.conf).fraction
+        return 100.0 * classification_agreement(against, predictions).fraction
 
     def _on_device(self, model: str | os.PathLike[str]):
         from export.emulate import detect_in_root, file_results
@@ -196,15 +218,20 @@ class Objective:
 
     def __call__(self, int8: str | os.PathLike[str]) -> Score:
         runs = {name: self._predict(int8, fused=name == "kernels") for name in self.arithmetics}
+        for name in self.jittered:
+            runs[name] = self._predict(int8, jitter=(self.jitter, int(name.removeprefix("jitter"))))
         if self.emulate_root is not None:
             runs[DEVICE] = self._on_device(int8)
-        values = {name: self._value(predictions) for name, predictions in runs.items()}
+        references = {name: self.jittered.get(name, self.reference) for name in runs}
+        drops = {name: self._value(references[name], reference=True)
+                 - self._value(predictions, against=references[name]) for name, predictions in runs.items()}
         interval = None
         if self.metric == "map50" and self.confidence is not None:
-            scored = resampled_map50({"fp32": self.reference, **runs}, self.gt, class_map=self.class_map,
-                                     samples=self.samples)
-            drops = np.array([scored["fp32"] - scored[name] for name in runs])
-            interval = (float(np.quantile(drops.min(axis=0), 1 - self.confidence)),
-                        float(np.quantile(drops.max(axis=0), self.confidence)))
-        return Score(self.metric, self.fp32_value, values["kernels"], values, interval,
+            scored = resampled_map50({**{f"fp32/{k}": v for k, v in self.jittered.items()}, "fp32": self.reference,
+                                      **runs}, self.gt, class_map=self.class_map, samples=self.samples)
+            resampled = np.array([scored[f"fp32/{name}" if name in self.jittered else "fp32"] - scored[name]
+                                  for name in runs])
+            interval = (float(np.quantile(resampled.min(axis=0), 1 - self.confidence)),
+                        float(np.quantile(resampled.max(axis=0), self.confidence)))
+        return Score(self.metric, self.fp32_value, self.fp32_value - drops["kernels"], drops, interval,
                      self.confidence if interval is not None else None)

@@ -18,8 +18,9 @@ u8 x u8 runs 10-50 % slower than u8 x s8 (docs/quantization.md). An ARM target (
 onnxruntime's ``session.x64quantprecision`` (set by :func:`edge.inference.session.session_options`
 there), which makes its products exact. Even with exact products, onnxruntime's x86 and ARM kernels
 round some results differently, and on a few dozen photos that moves mAP by points (issue 14), so
-the accuracy is judged by a bound: the drop under two arithmetics and over bootstrap resamples of
-the photos (:mod:`export.objective`).
+the accuracy is judged by a bound: the drop under several arithmetics (fused kernels, the QDQ graph
+in float, runs on inputs perturbed far below a pixel level, optionally the emulated device) and
+over bootstrap resamples of the photos (:mod:`export.objective`).
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ def measured_on(types: str | None, target: str, *, cpuinfo: str | None = None, a
     exact = ("with VNNI" if vnni or types == "u8u8" else
              "without VNNI, its u8s8 products made exact by onnxruntime's session.x64quantprecision")
     return (f"this x86 host {exact}: integer products exact, as on the {target}, but its INT8 kernels round some "
-            "results differently from arm64's, so the drop is bounded over two arithmetics (fused integer kernels, "
-            "the QDQ graph in float) and a bootstrap over the photos (docs/quantization.md): close to the device, "
-            "not measured on it")
+            "results differently from arm64's, so the drop is bounded over several arithmetics (fused integer kernels, "
+            "the QDQ graph in float, inputs perturbed below a pixel level) and a bootstrap over the photos "
+            "(docs/quantization.md): close to the device, not measured on it")
 
 
 def _types(name: str) -> tuple[Any, Any]:
@@ -277,7 +278,7 @@ def quantize_model(
         target: the device the file is for (see TARGETS): picks "auto" types, and the report says
             what the accuracy measured on this machine means for it.
         confidence: the drop is judged by its bound: its interval at this confidence over bootstrap
-            resamples of the held-out photos and two arithmetics, either way (:mod:`export.objective`);
+            resamples of the held-out photos and several arithmetics, either way (:mod:`export.objective`);
             None: the arithmetics' drops on the photos as they are.
         samples: bootstrap resamples of the held-out photos.
         emulate_root: an arm64 root built by ``scripts/arm64_check.sh``: every candidate also runs
@@ -302,7 +303,7 @@ def quantize_model(
     measured = measured_on(types, target)
     if emulate_root is not None:
         measured = (f"the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}): the {target}'s own INT8 kernels, "
-                    "bounded together with this host's two arithmetics and a bootstrap over the photos "
+                    "bounded together with this host's arithmetics and a bootstrap over the photos "
                     "(docs/quantization.md)")
     logger.info("target %s: integer types %s (%s); accuracy measured on %s", target, types, types_reason, measured)
     if budget is not None and budget < 0:
@@ -405,7 +406,7 @@ def quantize_model(
             "fp32": round(final_score.fp32, 3),
             "int8": round(final_score.int8, 3),
             "drop": round(final_score.drop, 3),
-            "arithmetic": {k: round(v, 3) for k, v in final_score.arithmetic.items()},
+            "drops": {k: round(v, 3) for k, v in final_score.drops.items()},
             "drop_interval": [round(v, 3) for v in final_score.interval] if final_score.interval else None,
             "drop_bound": round(final_score.bound, 3),
             "margin": round(final_score.margin, 3),

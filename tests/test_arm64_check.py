@@ -255,6 +255,6 @@ def test_the_search_measures_on_the_emulated_device(stamped: dict[str, Path], as
                             labels=voc / "labels_coco_json" / "instances_default.json", class_map="voc2coco",
                             search=False, budget=50.0, target="pi4", emulate_root=Path(root), latency_runs=0)
     final, q = report["final"], report["quantization"]
-    assert set(final["arithmetic"]) == {"kernels", "qdq", "device"}
-    assert final["arithmetic"]["device"] == final["arithmetic"]["kernels"] != final["arithmetic"]["qdq"]
+    assert set(final["drops"]) == {"kernels", "qdq", "jitter1", "jitter2", "jitter3", "jitter4", "device"}
+    assert final["drops"]["device"] == final["drops"]["kernels"] != final["drops"]["qdq"]
     assert "emulated device (arm64 under qemu, QEMU_CPU=cortex-a72)" in q["measured_on"]

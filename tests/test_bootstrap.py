@@ -86,3 +86,26 @@ def test_bad_arguments_are_refused():
         resampled_map50({}, gt)
     with pytest.raises(ValueError, match="level must be within"):
         drop_interval(np.zeros(3), level=1.0)
+
+
+def test_the_jitter_is_tiny_and_the_same_for_the_same_tensor_whatever_the_order():
+    from export.measure import Jittered
+
+    seen = []
+    jitter = Jittered(lambda t: seen.append(t) or t, 0.001, seed=1)
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 255, (1, 3, 8, 8)).astype(np.float32), rng.uniform(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    first_a, first_b = jitter(a), jitter(b)
+    again_b, again_a = jitter(b), jitter(a)  # the other order: the same noise per tensor
+    np.testing.assert_array_equal(first_a, again_a)
+    np.testing.assert_array_equal(first_b, again_b)
+    assert first_a.dtype == np.float32 and not np.array_equal(first_a, a)
+    assert np.abs(first_a / a - 1).max() < 0.006  # 0.1 % noise: far below one level of 255
+    other = Jittered(lambda t: t, 0.001, seed=2)(a)
+    assert not np.array_equal(other, first_a)  # another draw
+    pixels = rng.integers(0, 256, (1, 3, 32, 32)).astype(np.uint8)
+    moved = Jittered(lambda t: t, 0.001, seed=1)(pixels)
+    steps = moved.astype(int) - pixels.astype(int)
+    assert moved.dtype == np.uint8 and set(np.unique(steps)) <= {-1, 0, 1} and 0.8 < (steps == 0).mean() < 0.98
+    with pytest.raises(ValueError, match="jitter must be > 0"):
+        Jittered(lambda t: t, 0.0, seed=1)
