@@ -79,6 +79,9 @@ def quantize(
              "(fused INT8 kernels, the QDQ graph in float, inputs perturbed below a pixel level), so that other "
              "photos and a device that rounds "
              "differently stay within it too. 0: the arithmetics' drops on the photos as they are.")] = 0.9,
+    jitter_runs: Annotated[int, typer.Option(
+        help="Runs of each candidate on inputs perturbed by 0.1 % (far below a pixel level), each against FP32 on the "
+             "same inputs, inside the bound: stand-ins for a CPU that rounds differently (detectors; 0: none).")] = 4,
     emulate_root: Annotated[Optional[Path], typer.Option(
         "--emulate-root", help="An arm64 root built by scripts/arm64_check.sh: every candidate also runs there under "
                                "qemu, the device's own arithmetic, inside the bound (detectors; needs root; about "
@@ -109,6 +112,8 @@ def quantize(
         raise _fail(f"--types must be one of {', '.join(TYPES)}, got {types!r}")
     if target not in TARGETS:
         raise _fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if jitter_runs < 0:
+        raise _fail(f"--jitter-runs must be >= 0, got {jitter_runs}")
     if confidence != 0 and not 0.5 <= confidence < 1:
         raise _fail(f"--confidence must be 0 (no bootstrap) or within [0.5, 1), got {confidence}")
     try:
@@ -117,6 +122,7 @@ def quantize(
             per_channel=not per_tensor, class_map=class_map, search=search, max_search_s=max_search,
             threads=threads, target_latency_ms=target_latency, types=types, target=target,
             confidence=confidence or None, emulate_root=emulate_root, emulate_cpu=emulate_cpu,
+            jitter_runs=jitter_runs,
         )
     except (WildedgeError, ValueError) as err:
         raise _fail(str(err)) from err

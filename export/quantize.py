@@ -247,6 +247,7 @@ def quantize_model(
     samples: int = 200,
     emulate_root: Path | None = None,
     emulate_cpu: str = "cortex-a72",
+    jitter_runs: int = 4,
 ) -> dict:
     """Quantize a stamped float model to INT8 within an accuracy budget; returns the report dict.
 
@@ -283,6 +284,8 @@ def quantize_model(
         samples: bootstrap resamples of the held-out photos.
         emulate_root: an arm64 root built by ``scripts/arm64_check.sh``: every candidate also runs
             there under qemu (``QEMU_CPU=emulate_cpu``), a third arithmetic, the device's own (needs root).
+        jitter_runs: runs of each candidate on inputs perturbed far below a pixel level, inside the
+            bound (detectors; :mod:`export.objective`).
 
     Raises:
         ExportError: bad inputs (too few photos, no card), or a stage failed.
@@ -357,7 +360,7 @@ def quantize_model(
         try:
             objective = Objective(src, held_out, val_root, gt=gt, class_map=mapping, threads=threads,
                                   confidence=confidence, samples=samples, emulate_root=emulate_root,
-                                  emulate_cpu=emulate_cpu)
+                                  emulate_cpu=emulate_cpu, jitter_draws=jitter_runs)
         except ValueError as err:
             raise ExportError(str(err)) from err
         limit = default_budget(objective.metric) if budget is None else budget

@@ -270,8 +270,14 @@ def test_thirty_photos_cannot_certify_one_point_for_fastestdet(stamped, assets, 
     a device that rounds differently. With the default budget the search must keep in float what the
     bound asks for, and then says FP32 (FastestDet's INT8 lost 4 to 8 points on the other half)."""
     out = tmp_path / "fastestdet.int8.onnx"
-    report = quantize_model(stamped["fastestdet"], out, calib_dir=assets / VOC / "images",
-                            labels=assets / COCO_JSON, class_map="voc2coco", latency_runs=0)
+    calib, held = split_images(list_images(assets / VOC / "images"), root=assets / VOC / "images")
+    for folder, photos in (("calib", calib), ("val", held[:12])):  # 12 held-out photos and one jitter
+        (tmp_path / folder).mkdir()                                  # run keep the search to a minute
+        for photo in photos:
+            shutil.copy(photo, tmp_path / folder / photo.name)
+    val = tmp_path / "val"
+    report = quantize_model(stamped["fastestdet"], out, calib_dir=tmp_path / "calib", val_dir=val,
+                            labels=assets / COCO_JSON, class_map="voc2coco", latency_runs=0, jitter_runs=1)
     q, steps = report["quantization"], report["search"]["steps"]
     assert q["within_budget"] is True and q["drop_bound"] <= 1.0 and -1.0 <= q["drop_interval"][0]
     # Candidates whose measured drop alone fits the budget were refused on their bound ...
