@@ -141,7 +141,14 @@ def main() -> int:
     parser.add_argument("--root", type=Path, help="arm64 root (default: scripts/arm64_check.sh's)")
     parser.add_argument("--no-arm64", action="store_true", help="skip the arm64 check")
     parser.add_argument("--x86-cpu", help="quantize under qemu-x86_64 -cpu NAME (e.g. Haswell: no VNNI)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, among {', '.join(MODELS)}")
     args = parser.parse_args()
+    chosen = args.models.split(",")
+    if not set(chosen) <= set(MODELS):
+        print(f"int8_target: --models must be among {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    for name in set(MODELS) - set(chosen):
+        del MODELS[name]
     if not LABELS.is_file():
         print(f"int8_target: the shared assets are missing ({VOC})", file=sys.stderr)
         return 2
