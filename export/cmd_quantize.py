@@ -72,20 +72,20 @@ def quantize(
     class_map: Annotated[Optional[str], typer.Option(
         help="Rename label classes to the model's: 'voc2coco' or a JSON file {\"from\": \"to\"}.")] = None,
     search: Annotated[bool, typer.Option(
-        "--search/--no-search", help="Keep the most harmful layers in float until the drop fits the budget.")] = True,
+        "--search/--no-search", help="Keep the most harmful layers in float until the drop's bound fits the budget.")] = True,
     confidence: Annotated[float, typer.Option(
         help="With --gt-labels, the INT8 model must stay within the budget of FP32, either way, at this "
              "confidence: the drop's interval over bootstrap resamples of the held-out photos and several runs "
              "(fused INT8 kernels, the QDQ graph in float, inputs perturbed below a pixel level), so that other "
              "photos and a device that rounds "
-             "differently stay within it too. 0: the arithmetics' drops on the photos as they are.")] = 0.9,
+             "differently stay within it too. 0: the runs' drops on the photos as they are.")] = 0.9,
     jitter_runs: Annotated[int, typer.Option(
         help="Runs of each candidate on inputs perturbed by 0.1 % (far below a pixel level), each against FP32 on the "
              "same inputs, inside the bound: stand-ins for a CPU that rounds differently (detectors; 0: none).")] = 4,
     emulate_root: Annotated[Optional[Path], typer.Option(
         "--emulate-root", help="An arm64 root built by scripts/arm64_check.sh: every candidate also runs there under "
                                "qemu, the device's own arithmetic, inside the bound (detectors; needs root; about "
-                               "a second a photo).")] = None,
+                               "a second a photo, so raise --max-search).")] = None,
     emulate_cpu: Annotated[str, typer.Option(
         help="QEMU_CPU for --emulate-root: cortex-a72 (Pi 4), cortex-a76 (Pi 5), cortex-a53 (Zero 2 W).")
     ] = "cortex-a72",
