@@ -14,16 +14,13 @@ would give on a set holding those photos (a test checks this).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from export.evaluate import GroundTruth, Predictions, coco_evaluator
+from export.evaluate import GroundTruth, Predictions, coco_evaluator, mean_valid, quiet_pycocotools
 
 SAMPLES = 200
 SEED = 0
@@ -34,16 +31,16 @@ class _Resampled:
 
     def __init__(self, evaluator: Any) -> None:
         params = evaluator.params
-        self.images = len(params.imgIds)
-        area = [tuple(a) for a in params.areaRng].index(tuple(params.areaRng[params.areaRngLbl.index("all")]))
+        images = len(params.imgIds)
+        area = list(params.areaRngLbl).index("all")
         n_areas = len(params.areaRng)
         keep_iou = int(np.flatnonzero(np.isclose(params.iouThrs, 0.5))[0])
         # evalImgs is laid out [category][area][image]; keep area "all", IoU 0.5 only.
         self.per_cat: list[list[dict | None]] = []
         for k in range(len(params.catIds)):
             row = []
-            for i in range(self.images):
-                e = evaluator.evalImgs[(k * n_areas + area) * self.images + i]
+            for i in range(images):
+                e = evaluator.evalImgs[(k * n_areas + area) * images + i]
                 row.append(None if e is None else {
                     **e, "dtMatches": e["dtMatches"][keep_iou:keep_iou + 1],
                     "dtIgnore": e["dtIgnore"][keep_iou:keep_iou + 1]})
@@ -62,12 +59,9 @@ class _Resampled:
         p.imgIds = [self.img_ids[i] for i in picked]
         ev.params = ev._paramsEval = p
         ev.evalImgs = [row[i] for row in self.per_cat for i in picked]
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"pycocotools(\.|$)")
+        with quiet_pycocotools():
             ev.accumulate()
-        precision = ev.eval["precision"][0, :, :, 0, 0]
-        valid = precision[precision > -1]
-        return float(valid.mean()) if valid.size else 0.0
+        return mean_valid(ev.eval["precision"][0, :, :, 0, 0]) or 0.0
 
 
 def resampled_map50(
@@ -81,7 +75,8 @@ def resampled_map50(
     """mAP@0.5 x 100 of each named prediction set on ``samples`` paired resamples of ``gt``'s photos.
 
     Every set is scored on the same draws, so ``out[a] - out[b]`` is a paired bootstrap of the
-    difference between two models. Draws without any labelled box are skipped (for all sets alike).
+    difference between two models. The draws depend only on ``gt``, ``samples`` and ``seed``, so
+    separate calls with the same three are paired too. Draws without any labelled box are skipped (for all sets alike).
 
     Raises:
         ValueError: ``samples`` < 1, no prediction sets, or what :func:`export.evaluate.evaluate` refuses.

@@ -18,7 +18,7 @@ import json
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -329,6 +329,16 @@ def _pycocotools():
     return COCO, COCOeval
 
 
+@contextlib.contextmanager
+def quiet_pycocotools() -> Iterator[None]:
+    """pycocotools' progress prints kept off stdout (``--json`` output stays clean), its warnings ignored:
+    2.0.11 warns about nothing here, but older releases trip numpy deprecations and a
+    filterwarnings=error caller (pytest, -W error) must not fail on their code."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pycocotools(\.|$)")
+        yield
+
+
 def _coco_eval(gt: GroundTruth, names: list[str], per_image: list[list[Prediction]]):
     """A COCOeval over ``per_image``, evaluated per image (``evaluate()``), not yet accumulated."""
     COCO, COCOeval = _pycocotools()
@@ -349,10 +359,7 @@ def _coco_eval(gt: GroundTruth, names: list[str], per_image: list[list[Predictio
     for n, a in enumerate(truth + dets, 1):  # COCOeval wants positive ids, unique per set
         a["id"] = n
     # Build both sets directly: COCO.loadRes fails on an empty list and recomputes areas.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        # pycocotools 2.0.11 warns about nothing here, but older releases trip numpy deprecations
-        # and a filterwarnings=error caller (pytest, -W error) must not fail on their code.
-        warnings.filterwarnings("ignore", module=r"pycocotools(\.|$)")
+    with quiet_pycocotools():
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset = {"images": images, "categories": categories, "annotations": truth}
         coco_dt.dataset = {"images": images, "categories": categories, "annotations": dets}
@@ -365,8 +372,7 @@ def _coco_eval(gt: GroundTruth, names: list[str], per_image: list[list[Predictio
 
 def _coco_precision(evaluator) -> np.ndarray:
     """COCOeval's accumulated precision, [IoU thresholds, recall points, classes] (area all, 100 dets)."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"pycocotools(\.|$)")
+    with quiet_pycocotools():
         evaluator.accumulate()
     params = evaluator.params
     area = list(params.areaRngLbl).index("all")
@@ -377,7 +383,8 @@ def _coco_precision(evaluator) -> np.ndarray:
     return precision
 
 
-def _mean_valid(values: np.ndarray) -> float | None:
+def mean_valid(values: np.ndarray) -> float | None:
+    """Mean of COCOeval precisions, leaving out its -1 (no ground truth); None when none is left."""
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else None
 
@@ -458,7 +465,7 @@ def evaluate(
     gt_count = Counter(b.label for img in gt.images for b in img.boxes if not b.crowd)
     det_count = Counter(p[2] for preds in per_image for p in preds)
     per_class = {
-        name: ClassScore(gt_count[name], det_count[name], found[name], _mean_valid(precision[0, :, k]))
+        name: ClassScore(gt_count[name], det_count[name], found[name], mean_valid(precision[0, :, k]))
         for k, name in enumerate(names)
     }
     group_sets = {"animals": COCO_ANIMALS} if groups is None else groups
@@ -470,8 +477,8 @@ def evaluate(
                                           sum(found[n] for n in classes))
     total = gt.num_boxes
     return Report(
-        map50=_mean_valid(precision[0]) or 0.0,
-        map50_95=_mean_valid(precision) or 0.0,
+        map50=mean_valid(precision[0]) or 0.0,
+        map50_95=mean_valid(precision) or 0.0,
         recall=sum(found.values()) / total,
         matched=sum(found.values()),
         conf=conf,

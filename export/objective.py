@@ -163,14 +163,14 @@ class Objective:
         self.jitter_draws, self.jitter = jitter_draws, jitter
         self.arithmetics = tuple(dict.fromkeys(arithmetics))
         self.confidence, self.samples = confidence, samples
+        self.card: ModelCard = read_card(fp32)
         self.emulate_root, self.emulate_cpu = (Path(emulate_root) if emulate_root else None), emulate_cpu
         if self.emulate_root is not None:
             from export.emulate import check_root
 
-            if read_card(fp32).task != "detect":
+            if self.card.task != "detect":
                 raise ValueError("--emulate-root measures detectors (classifiers: compare their outputs on the host)")
             check_root(self.emulate_root)
-        self.card: ModelCard = read_card(fp32)
         self.files, self.root = list(files), root
         self.class_map = dict(class_map) if class_map else None
         self.threads = threads
@@ -186,6 +186,13 @@ class Objective:
         # so what FP32 itself does with the perturbation is not counted against the INT8 file.
         self.jittered = ({f"jitter{k}": self._predict(fp32, jitter=(self.jitter, k)) for k in range(1, jitter_draws + 1)}
                          if self.card.task == "detect" else {})
+        # What each run is compared with, its value, and (with the bootstrap) its resampled mAP: the
+        # same for every candidate (the draws are seeded and depend on the labels only).
+        self.references = {"fp32": self.reference, **self.jittered}
+        self.reference_values = {name: self._value(ref, reference=True) for name, ref in self.references.items()}
+        self.resampled_references = (
+            resampled_map50(self.references, self.gt, class_map=self.class_map, samples=self.samples)
+            if self.metric == "map50" and self.confidence is not None else None)
         logger.info("FP32 %s on %d photos: %.2f (%.1f s)", self.metric, len(self.files), self.fp32_value,
                     time.perf_counter() - started)
 
@@ -222,15 +229,14 @@ class Objective:
             runs[name] = self._predict(int8, jitter=(self.jitter, int(name.removeprefix("jitter"))))
         if self.emulate_root is not None:
             runs[DEVICE] = self._on_device(int8)
-        references = {name: self.jittered.get(name, self.reference) for name in runs}
-        drops = {name: self._value(references[name], reference=True)
-                 - self._value(predictions, against=references[name]) for name, predictions in runs.items()}
+        against = {name: name if name in self.references else "fp32" for name in runs}
+        drops = {name: self.reference_values[against[name]]
+                 - self._value(predictions, against=self.references[against[name]])
+                 for name, predictions in runs.items()}
         interval = None
-        if self.metric == "map50" and self.confidence is not None:
-            scored = resampled_map50({**{f"fp32/{k}": v for k, v in self.jittered.items()}, "fp32": self.reference,
-                                      **runs}, self.gt, class_map=self.class_map, samples=self.samples)
-            resampled = np.array([scored[f"fp32/{name}" if name in self.jittered else "fp32"] - scored[name]
-                                  for name in runs])
+        if self.resampled_references is not None:
+            scored = resampled_map50(runs, self.gt, class_map=self.class_map, samples=self.samples)
+            resampled = np.array([self.resampled_references[against[name]] - scored[name] for name in runs])
             interval = (float(np.quantile(resampled.min(axis=0), 1 - self.confidence)),
                         float(np.quantile(resampled.max(axis=0), self.confidence)))
         return Score(self.metric, self.fp32_value, self.fp32_value - drops["kernels"], drops, interval,

@@ -91,9 +91,14 @@ def resolve_types(name: str, *, target: str = "host", cpuinfo: str | None = None
                     "--target pi4|pi5|zero2w|arm64 picks u8s8, faster there)")
 
 
-def measured_on(types: str | None, target: str, *, cpuinfo: str | None = None, arch: str | None = None) -> str:
-    """What an accuracy measured on this machine says about ``target`` for a file of ``types``."""
+def measured_on(types: str | None, target: str, *, cpuinfo: str | None = None, arch: str | None = None,
+                emulate_cpu: str | None = None) -> str:
+    """What an accuracy measured on this machine says about ``target`` for a file of ``types``;
+    ``emulate_cpu``: the search also ran on the emulated device (``--emulate-root``)."""
     _check_target(target)
+    if emulate_cpu is not None:
+        return (f"the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}): the {target}'s own INT8 kernels, "
+                "bounded together with this host's arithmetics and a bootstrap over the photos (docs/quantization.md)")
     arch, vnni = host_cpu(cpuinfo=cpuinfo, arch=arch)
     if target == "host":
         return f"this {arch} machine, the target itself"
@@ -303,11 +308,7 @@ def quantize_model(
 
     _method(method)
     types, types_reason = resolve_types(types, target=target)
-    measured = measured_on(types, target)
-    if emulate_root is not None:
-        measured = (f"the emulated device (arm64 under qemu, QEMU_CPU={emulate_cpu}): the {target}'s own INT8 kernels, "
-                    "bounded together with this host's arithmetics and a bootstrap over the photos "
-                    "(docs/quantization.md)")
+    measured = measured_on(types, target, emulate_cpu=emulate_cpu if emulate_root is not None else None)
     logger.info("target %s: integer types %s (%s); accuracy measured on %s", target, types, types_reason, measured)
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
@@ -392,6 +393,7 @@ def quantize_model(
         advice = recommendation(within=within, convs=convs)
         if advice["use"] == "fp32":
             logger.warning("%s", advice["why"])
+        scored = final_score.to_dict()
         summary = {
             "format": "QDQ",
             "target": target,
@@ -409,11 +411,11 @@ def quantize_model(
             "fp32": round(final_score.fp32, 3),
             "int8": round(final_score.int8, 3),
             "drop": round(final_score.drop, 3),
-            "drops": {k: round(v, 3) for k, v in final_score.drops.items()},
-            "drop_interval": [round(v, 3) for v in final_score.interval] if final_score.interval else None,
-            "drop_bound": round(final_score.bound, 3),
-            "margin": round(final_score.margin, 3),
-            "confidence": final_score.confidence,
+            "drops": scored["drops"],
+            "drop_interval": scored["interval"],
+            "drop_bound": scored["bound"],
+            "margin": scored["margin"],
+            "confidence": scored["confidence"],
             "bootstrap_samples": samples if final_score.confidence is not None else 0,
             "within_budget": within,
             "convolutions": convs,

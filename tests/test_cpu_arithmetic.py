@@ -53,7 +53,7 @@ import edge.inference.session as session
 from edge.inference.session import OnnxModel
 from export.calibration import load_tensor
 model_path, photo, precise = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-session.u8s8_saturates = lambda: precise and cpu.host_cpu()[0] in cpu.X86 and not cpu.host_cpu()[1]
+session.u8s8_saturates = lambda: precise and cpu.u8s8_saturates()
 with OnnxModel(model_path, threads=1) as model:
     outputs = model.run(load_tensor(photo, model.card))
 print(json.dumps({"vnni": cpu.host_cpu()[1], "outputs": {k: v.ravel().tolist() for k, v in outputs.items()}}))
